@@ -1,0 +1,1 @@
+"""CUDA C sources of the kernels (data files, loaded by synapse_gpu.backends.cuda)."""

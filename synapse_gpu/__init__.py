@@ -1,0 +1,14 @@
+"""Synapse GPU: deterministic int8 inference, bit-identical on every CPU and GPU."""
+import os as _os
+
+__version__ = "0.1.0"
+
+# Source tree layout (design card): reference/ and cuda_kernels/ sit beside this
+# package. An installed wheel places them inside it (pyproject's package-dir).
+# In a source checkout, let the subpackage lookup also see the tree's top level so
+# `synapse_gpu.reference` and `synapse_gpu.cuda_kernels` import the same way.
+_here = _os.path.dirname(__file__)
+if not _os.path.isdir(_os.path.join(_here, "reference")):
+    _top = _os.path.dirname(_here)
+    if _os.path.isfile(_os.path.join(_top, "reference", "__init__.py")):
+        __path__.append(_top)  # noqa: F821  (package __path__)
