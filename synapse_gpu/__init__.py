@@ -12,3 +12,11 @@ if not _os.path.isdir(_os.path.join(_here, "reference")):
     _top = _os.path.dirname(_here)
     if _os.path.isfile(_os.path.join(_top, "reference", "__init__.py")):
         __path__.append(_top)  # noqa: F821  (package __path__)
+
+
+def __getattr__(name):  # keep `import synapse_gpu` light: numpy work starts on use
+    if name in ("InferenceSession", "NodeArg", "RunResult", "TraceEntry"):
+        from . import session
+
+        return getattr(session, name)
+    raise AttributeError(name)

@@ -47,3 +47,19 @@ class DeviceError(SynapseError):
 
 class OnnxImportError(SynapseError):
     """An ONNX model that cannot be turned into an integer graph."""
+
+
+class DepthLimitError(SynapseLimitError):
+    """More layers on the longest path than the Synapse limit (200)."""
+
+
+class ChannelLimitError(SynapseLimitError):
+    """A tensor with more channels than the Synapse limit (4096)."""
+
+
+class InputSizeLimitError(SynapseLimitError):
+    """A graph input larger per sample than the Synapse limit (3x224x224)."""
+
+
+class KernelSizeLimitError(SynapseLimitError):
+    """A reduction (kernel size x input channels) of 2^16 terms or more."""

@@ -131,14 +131,15 @@ class GraphBuilder:
         self.inputs, self.outputs, self.nodes = [], [], []
         self.buffers, self.quant, self.metadata = {}, {}, {}
         self._by_digest = {}
-        self._names = set()
+        self._names = {"node": set(), "tensor": set(), "buffer": set()}
+        self.shapes = {}  # tensor -> shape, inferred as nodes are added
 
-    def unique(self, base):
+    def unique(self, base, kind="tensor"):
         name, i = base, 1
-        while name in self._names:
+        while name in self._names[kind]:
             i += 1
             name = f"{base}_{i}"
-        self._names.add(name)
+        self._names[kind].add(name)  # nodes, tensors and buffers: separate namespaces
         return name
 
     def add_input(self, name, shape, scale, zero_point):
@@ -146,6 +147,7 @@ class GraphBuilder:
         self.inputs.append(TensorSpec(name, tuple(int(v) for v in shape),
                                       float(np.float32(scale)), int(zero_point)))
         self.quant[name] = (float(np.float32(scale)), int(zero_point))
+        self.shapes[name] = tuple(int(v) for v in shape)
         return name
 
     def add_param(self, array, name="p"):
@@ -155,20 +157,31 @@ class GraphBuilder:
             raise TypeError(f"parameter {name}: dtype {a.dtype}, expected int8/int32/int64")
         key = hashlib.sha256(a.dtype.str.encode() + str(a.shape).encode() + a.tobytes()).hexdigest()
         if key not in self._by_digest:
-            bid = self.unique(name)
+            bid = self.unique(name, "buffer")
             self.buffers[bid] = a
             self._by_digest[key] = bid
         return self._by_digest[key]
 
     def add_node(self, op, inputs, attrs=None, params=None, name=None, n_outputs=1,
-                 out_quant=None):
+                 out_quant=None, output_names=None):
         """Add a node; params maps role -> array or existing buffer id. Returns output name(s)."""
-        nname = self.unique(name or op)
+        nname = self.unique(name or op, "node")
         pids = {}
         for role, p in (params or {}).items():
             pids[role] = p if isinstance(p, str) else self.add_param(p, f"{nname}.{role}")
-        outs = [self.unique(nname if n_outputs == 1 else f"{nname}:{i}") for i in range(n_outputs)]
-        self.nodes.append(Node(nname, op, list(inputs), outs, _jsonable(attrs or {}), pids))
+        outs = [self.unique(t) for t in output_names or (
+            [nname] if n_outputs == 1 else [f"{nname}:{i}" for i in range(n_outputs)])]
+        node = Node(nname, op, list(inputs), outs, _jsonable(attrs or {}), pids)
+        from .opdefs import check_schema  # fail at the line that adds a bad node
+
+        for i in node.inputs:
+            if i not in self.shapes:
+                raise KeyError(f"node {nname}: unknown input tensor {i!r}")
+        d = check_schema(node, self.buffers)
+        out_shapes = d.shape(node, [self.shapes[i] for i in node.inputs],
+                             {r: self.buffers[b] for r, b in pids.items()})
+        self.shapes.update(zip(outs, (tuple(v) for v in out_shapes)))
+        self.nodes.append(node)
         if out_quant is not None:
             for o in outs:
                 self.quant[o] = (float(np.float32(out_quant[0])), int(out_quant[1]))
@@ -180,16 +193,15 @@ class GraphBuilder:
             raise KeyError(f"output {tensor}: scale and zero point unknown")
         s, z = self.quant[tensor]
         if name is not None and name != tensor:
-            tensor = self.add_node("identity", [tensor], name=name, out_quant=(s, z))
+            if name in self._names["tensor"]:
+                raise ValueError(f"output name {name!r} is already a tensor of the graph")
+            tensor = self.add_node("identity", [tensor], name=name, out_quant=(s, z),
+                                   output_names=[name])
         self.outputs.append(TensorSpec(tensor, (), s, z))  # shape filled by shape inference
         return tensor
 
     def build(self, metadata=None):
-        from .shapes import infer_shapes  # the core fills the output shapes
-
-        g = Graph(list(self.inputs), list(self.outputs), list(self.nodes), dict(self.buffers),
-                  dict(self.quant), {**self.metadata, **(metadata or {})})
-        shapes = infer_shapes(g)
-        for t in g.outputs:
-            t.shape = shapes[t.name]
-        return g
+        for t in self.outputs:
+            t.shape = self.shapes[t.name]
+        return Graph(list(self.inputs), list(self.outputs), list(self.nodes), dict(self.buffers),
+                     dict(self.quant), {**self.metadata, **(metadata or {})})

@@ -1,0 +1,99 @@
+// conv.cu: conv1d, conv2d, conv3d (reference/conv.py), channels-first.
+//
+// Variants:
+//   v1  naive: one thread per output element, the reduction over (input channel
+//       of the group, kd, kh, kw) in ascending order, int32 accumulator.
+//
+// One N-d rule (conv_output, 3 spatial axes) serves all three ranks: conv2d is
+// conv3d with D = KD = 1, conv1d also has H = KH = 1.
+// Overflow: the core proves per output channel, at load, that
+// sum |w - z_w| * max|x - z_x| + |bias| < 2^31, so the int32 accumulator is exact.
+#include "synapse_int.cuh"
+
+struct ConvArgs {
+    const i8* x;             // (N, C, D, H, W)
+    const i8* w;             // (M, C / group, KD, KH, KW)
+    const int* bias;         // (M)
+    const i64* multiplier;   // (M)
+    const i64* shift;        // (M)
+    const int* w_zero_point; // (M)
+    i64 C, D, H, W, M, OD, OH, OW, KD, KH, KW;
+    i64 stride_d, stride_h, stride_w, pad_d, pad_h, pad_w, dil_d, dil_h, dil_w, group;
+    i64 x_zero_point, y_zero_point, qmin, qmax;
+};
+
+// Output element i of y (N, M, OD, OH, OW). Padding positions hold z_x and
+// contribute (z_x - z_x) * w = 0, so they are skipped.
+__host__ __device__ __forceinline__ i8 conv_output(const ConvArgs& a, i64 i) {
+    const i64 ow = i % a.OW;
+    i /= a.OW;
+    const i64 oh = i % a.OH;
+    i /= a.OH;
+    const i64 od = i % a.OD;
+    i /= a.OD;
+    const i64 m = i % a.M;
+    const i64 n = i / a.M;
+    const i64 cg = a.C / a.group;
+    const i64 c0 = m / (a.M / a.group) * cg;  // first input channel of m's group
+    const i64 zw = a.w_zero_point[m];
+    const i8* w = a.w + m * cg * a.KD * a.KH * a.KW;
+    int acc = a.bias[m];
+    for (i64 c = 0; c < cg; ++c) {
+        const i8* xc = a.x + (n * a.C + c0 + c) * a.D * a.H * a.W;
+        for (i64 kd = 0; kd < a.KD; ++kd) {
+            const i64 id = od * a.stride_d - a.pad_d + kd * a.dil_d;
+            for (i64 kh = 0; kh < a.KH; ++kh) {
+                const i64 ih = oh * a.stride_h - a.pad_h + kh * a.dil_h;
+                for (i64 kw = 0; kw < a.KW; ++kw) {
+                    const i64 iw = ow * a.stride_w - a.pad_w + kw * a.dil_w;
+                    if (id < 0 || id >= a.D || ih < 0 || ih >= a.H || iw < 0 || iw >= a.W) continue;
+                    const i64 xv = xc[(id * a.H + ih) * a.W + iw];
+                    const i64 wv = w[((c * a.KD + kd) * a.KH + kh) * a.KW + kw];
+                    acc += (int)(xv - a.x_zero_point) * (int)(wv - zw);
+                }
+            }
+        }
+    }
+    return syn_requant(acc, a.multiplier[m], a.shift[m], a.y_zero_point, a.qmin, a.qmax);
+}
+
+extern "C" __global__ void conv1d_v1(
+    const i8* x, const i8* w, const int* bias, const i64* multiplier, const i64* shift,
+    const int* w_zero_point, i8* y,
+    i64 N, i64 C, i64 W, i64 M, i64 OW, i64 KW,
+    i64 stride_w, i64 pad_w, i64 dil_w, i64 group,
+    i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
+    const ConvArgs a = {x, w, bias, multiplier, shift, w_zero_point,
+                        C, 1, 1, W, M, 1, 1, OW, 1, 1, KW,
+                        1, 1, stride_w, 0, 0, pad_w, 1, 1, dil_w, group,
+                        x_zero_point, y_zero_point, qmin, qmax};
+    SYN_FOR_EACH_OUTPUT(i, N * M * OW) y[i] = conv_output(a, i);
+}
+
+extern "C" __global__ void conv2d_v1(
+    const i8* x, const i8* w, const int* bias, const i64* multiplier, const i64* shift,
+    const int* w_zero_point, i8* y,
+    i64 N, i64 C, i64 H, i64 W, i64 M, i64 OH, i64 OW, i64 KH, i64 KW,
+    i64 stride_h, i64 stride_w, i64 pad_h, i64 pad_w, i64 dil_h, i64 dil_w, i64 group,
+    i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
+    const ConvArgs a = {x, w, bias, multiplier, shift, w_zero_point,
+                        C, 1, H, W, M, 1, OH, OW, 1, KH, KW,
+                        1, stride_h, stride_w, 0, pad_h, pad_w, 1, dil_h, dil_w, group,
+                        x_zero_point, y_zero_point, qmin, qmax};
+    SYN_FOR_EACH_OUTPUT(i, N * M * OH * OW) y[i] = conv_output(a, i);
+}
+
+extern "C" __global__ void conv3d_v1(
+    const i8* x, const i8* w, const int* bias, const i64* multiplier, const i64* shift,
+    const int* w_zero_point, i8* y,
+    i64 N, i64 C, i64 D, i64 H, i64 W, i64 M, i64 OD, i64 OH, i64 OW, i64 KD, i64 KH, i64 KW,
+    i64 stride_d, i64 stride_h, i64 stride_w, i64 pad_d, i64 pad_h, i64 pad_w,
+    i64 dil_d, i64 dil_h, i64 dil_w, i64 group,
+    i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
+    const ConvArgs a = {x, w, bias, multiplier, shift, w_zero_point,
+                        C, D, H, W, M, OD, OH, OW, KD, KH, KW,
+                        stride_d, stride_h, stride_w, pad_d, pad_h, pad_w,
+                        dil_d, dil_h, dil_w, group,
+                        x_zero_point, y_zero_point, qmin, qmax};
+    SYN_FOR_EACH_OUTPUT(i, N * M * OD * OH * OW) y[i] = conv_output(a, i);
+}

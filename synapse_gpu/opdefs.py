@@ -1,0 +1,346 @@
+"""Per-op schema for the core: parameter dtypes, shape rule, accumulator bound.
+
+The core validates and plans graphs from this table alone, without running a
+kernel. The integer rules themselves live in reference/ (docs/SPEC.md).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import ShapeError, UnsupportedOpError
+
+I8, I32, I64 = np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.int64)
+INT_TYPES = (I32, I64)  # multipliers may be stored in either
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    params: dict  # role -> allowed dtypes (tuple)
+    attrs: tuple  # required attribute names
+    shape: Callable  # (node, in_shapes, params) -> list of out shapes
+    bound: Callable | None = None  # (node, in_shapes, params) -> per-channel int bounds
+    n_inputs: tuple = (1, 1)  # (min, max); max None = variadic
+    reduction: Callable | None = None  # (node, in_shapes, params) -> terms per output
+    compute: bool = True  # counts as a layer for the depth limit
+    # which params are per output channel, to check their length
+    per_channel: tuple = field(default=())
+
+
+def fail(node, msg, exc=ShapeError):
+    raise exc(f"node {node.name!r} (op {node.op}): {msg}")
+
+
+def _same(node, s, p):
+    return [s[0]]
+
+
+def _window(n, k, s, pb, pe, d, ceil_mode=0):
+    span = (k - 1) * d + 1
+    num = n + pb + pe - span
+    out = (-(-num // s) if ceil_mode else num // s) + 1
+    if ceil_mode and (out - 1) * s >= n + pb:  # last window must start inside
+        out -= 1
+    return out
+
+
+def _spatial(node, x, kernel, ceil_mode=0):
+    nd = len(kernel)
+    a = node.attrs
+    strides = a.get("strides") or [1] * nd
+    dil = a.get("dilations") or [1] * nd
+    pads = a.get("pads") or [0] * (2 * nd)
+    if isinstance(pads, str):
+        fail(node, f"pads {pads!r} must be resolved to explicit values before validation")
+    if len(x) != nd + 2 or len(strides) != nd or len(dil) != nd or len(pads) != 2 * nd:
+        fail(node, f"input rank {len(x)}, kernel {list(kernel)}, strides {strides}, "
+                   f"dilations {dil}, pads {pads} do not fit together")
+    if min(strides) < 1 or min(dil) < 1 or min(pads) < 0 or min(kernel) < 1:
+        fail(node, "strides, dilations, kernel must be >= 1 and pads >= 0")
+    out = [_window(x[2 + i], kernel[i], strides[i], pads[i], pads[nd + i], dil[i], ceil_mode)
+           for i in range(nd)]
+    if min(out) < 1:
+        fail(node, f"window {list(kernel)} does not fit the input {list(x[2:])} with pads {pads}")
+    return out
+
+
+def _conv_shape(nd):
+    def shape(node, s, p):
+        x, w = s[0], p["w"].shape
+        g = int(node.attrs.get("group", 1))
+        if len(x) != nd + 2 or len(w) != nd + 2:
+            fail(node, f"expects a rank-{nd + 2} input and weight, got {list(x)} and {list(w)}")
+        if g < 1 or x[1] != w[1] * g or w[0] % g:
+            fail(node, f"input channels {x[1]} != weight {w[1]} x group {g} "
+                       f"or output channels {w[0]} not divisible by the group")
+        return [(x[0], w[0], *_spatial(node, x, w[2:]))]
+    return shape
+
+
+def _x_range(node, zp_attr):
+    z = int(node.attrs.get(zp_attr, 0))
+    return max(abs(-128 - z), abs(127 - z))
+
+
+def _conv_bound(node, s, p):
+    w = p["w"].astype(np.int64).reshape(p["w"].shape[0], -1)
+    wz = p["w_zero_point"].astype(np.int64).reshape(-1, 1)
+    return (np.abs(w - wz).sum(axis=1) * _x_range(node, "x_zero_point")
+            + np.abs(p["bias"].astype(np.int64)))
+
+
+def _conv_reduction(node, s, p):
+    return int(np.prod(p["w"].shape[1:]))
+
+
+def _dense_shape(node, s, p):
+    x, w = s[0], p["w"].shape
+    K, M = (w[1], w[0]) if node.attrs.get("trans_w") else (w[0], w[1])
+    if len(w) != 2 or len(x) < 2 or x[-1] != K:
+        fail(node, f"input {list(x)} does not match weight {list(w)} (trans_w="
+                   f"{node.attrs.get('trans_w', 0)})")
+    return [(*x[:-1], M)]
+
+
+def _dense_bound(node, s, p):
+    w = p["w"].astype(np.int64)
+    if not node.attrs.get("trans_w"):
+        w = w.T
+    wz = p["w_zero_point"].astype(np.int64).reshape(-1, 1)
+    return (np.abs(w - wz).sum(axis=1) * _x_range(node, "x_zero_point")
+            + np.abs(p["bias"].astype(np.int64)))
+
+
+def _broadcast(node, shapes):
+    # the batch (-1) broadcasts like a size of its own that no fixed size equals
+    sentinel = 2_147_483_629
+    try:
+        out = np.broadcast_shapes(*[tuple(sentinel if d == -1 else d for d in t) for t in shapes])
+    except ValueError:
+        fail(node, f"shapes {[list(t) for t in shapes]} do not broadcast")
+    return tuple(-1 if d == sentinel else d for d in out)
+
+
+def _matmul_shape(node, s, p):
+    a, b = s
+    if len(a) < 2 or len(b) < 2 or a[-1] != b[-2]:
+        fail(node, f"cannot multiply {list(a)} by {list(b)}")
+    return [(*_broadcast(node, [a[:-2], b[:-2]]), a[-2], b[-1])]
+
+
+def _matmul_bound(node, s, p):
+    K = s[0][-1]
+    return np.array([K * _x_range(node, "a_zero_point") * _x_range(node, "b_zero_point")])
+
+
+def _channel_params(*roles):
+    def shape(node, s, p):
+        x = s[0]
+        if len(x) < 2:
+            fail(node, f"needs a channel axis, got shape {list(x)}")
+        for r in roles:
+            if p[r].shape != (x[1],):
+                fail(node, f"param {r} has shape {list(p[r].shape)}, expected [{x[1]}] (channels)")
+        return [x]
+    return shape
+
+
+def _batchnorm_bound(node, s, p):
+    return (np.abs(p["scale"].astype(np.int64)) * _x_range(node, "x_zero_point")
+            + np.abs(p["bias"].astype(np.int64)))
+
+
+def _prelu_bound(node, s, p):
+    return np.abs(p["slope"].astype(np.int64)) * _x_range(node, "x_zero_point")
+
+
+def _lut_shape(node, s, p):
+    if p["table"].shape != (256,):
+        fail(node, f"table has shape {list(p['table'].shape)}, expected [256]")
+    return [s[0]]
+
+
+def _softmax_shape(node, s, p):
+    axis = int(node.attrs["axis"])
+    if not 1 <= axis % len(s[0]) < len(s[0]) or p["exp_table"].shape != (256,):
+        fail(node, f"axis {axis} must be a non-batch axis of {list(s[0])} and the table 256 long")
+    if s[0][axis] > 4096:  # keeps the integer sum of the exp table inside int32
+        fail(node, f"softmax over {s[0][axis]} > 4096 elements")
+    return [s[0]]
+
+
+def _binary_shape(node, s, p):
+    return [_broadcast(node, s)]
+
+
+def _pool_kernel(node, s, p):
+    return list(node.attrs["kernel_shape"])
+
+
+def _max_pool_shape(node, s, p):
+    x = s[0]
+    return [(x[0], x[1], *_spatial(node, x, _pool_kernel(node, s, p), node.attrs.get("ceil_mode", 0)))]
+
+
+def _avg_pool_shape(node, s, p):
+    out = _max_pool_shape(node, s, p)
+    v = int(np.prod(_pool_kernel(node, s, p)))
+    for r in ("multiplier", "shift"):
+        if p[r].shape != (v + 1,):
+            fail(node, f"param {r} has shape {list(p[r].shape)}, expected [{v + 1}] (one per window count)")
+    return out
+
+
+def _avg_pool_bound(node, s, p):
+    return np.array([int(np.prod(_pool_kernel(node, s, p))) * _x_range(node, "x_zero_point")])
+
+
+def _gap_shape(node, s, p):
+    x = s[0]
+    if len(x) < 3:
+        fail(node, f"needs spatial axes, got shape {list(x)}")
+    return [(x[0], x[1], *[1] * (len(x) - 2))]
+
+
+def _gap_bound(node, s, p):
+    return np.array([math.prod(s[0][2:]) * _x_range(node, "x_zero_point")])
+
+
+def _flatten_shape(node, s, p):
+    x, axis = s[0], int(node.attrs.get("axis", 1))
+    if axis != 1:
+        fail(node, f"flatten axis {axis}: only axis 1 keeps the batch axis apart", UnsupportedOpError)
+    return [(x[0], math.prod(x[1:]))]
+
+
+def _reshape_shape(node, s, p):
+    x, shape = s[0], [int(v) for v in node.attrs["shape"]]
+    if not shape or shape[0] != x[0] or min(shape[1:], default=1) < 1:
+        fail(node, f"target shape {shape} must keep the batch axis ({x[0]}) and be explicit")
+    if math.prod(shape[1:]) != math.prod(x[1:]):
+        fail(node, f"cannot reshape {list(x)} to {shape}")
+    return [tuple(shape)]
+
+
+def _transpose_shape(node, s, p):
+    x, perm = s[0], [int(v) for v in node.attrs["perm"]]
+    if sorted(perm) != list(range(len(x))) or perm[0] != 0:
+        fail(node, f"perm {perm} must permute {len(x)} axes and keep the batch axis first")
+    return [tuple(x[i] for i in perm)]
+
+
+def _concat_shape(node, s, p):
+    axis = int(node.attrs["axis"])
+    r = len(s[0])
+    axis = axis % r if -r <= axis < r else -1
+    n = len(s)
+    if axis < 1 or any(len(t) != r for t in s) or any(
+            t[i] != s[0][i] for t in s for i in range(r) if i != axis):
+        fail(node, f"cannot concatenate {[list(t) for t in s]} on axis {node.attrs['axis']}")
+    for key in ("x_zero_points", "multipliers", "shifts"):
+        if len(node.attrs[key]) != n:
+            fail(node, f"attr {key} needs {n} entries, has {len(node.attrs[key])}")
+    return [tuple(sum(t[axis] for t in s) if i == axis else s[0][i] for i in range(r))]
+
+
+def _pad_shape(node, s, p):
+    x, pads = s[0], [int(v) for v in node.attrs["pads"]]
+    r = len(x)
+    if len(pads) != 2 * r or pads[0] or pads[r] or min(pads) < 0:
+        fail(node, f"pads {pads} must have {2 * r} non-negative entries, none on the batch axis")
+    if node.attrs.get("mode", "constant") not in ("constant", "edge", "reflect"):
+        fail(node, f"pad mode {node.attrs.get('mode')!r}", UnsupportedOpError)
+    return [tuple(x[i] + pads[i] + pads[r + i] if i else x[0] for i in range(r))]
+
+
+_CONV_PARAMS = {"w": (I8,), "bias": (I32,), "multiplier": INT_TYPES, "shift": INT_TYPES,
+                "w_zero_point": INT_TYPES}
+_REQ = ("y_zero_point",)
+
+
+def _conv_def(nd):
+    return OpDef(f"conv{nd}d", _CONV_PARAMS, ("x_zero_point",) + _REQ, _conv_shape(nd),
+                 _conv_bound, reduction=_conv_reduction,
+                 per_channel=("bias", "multiplier", "shift", "w_zero_point"))
+
+
+OPS = {d.name: d for d in [
+    _conv_def(1), _conv_def(2), _conv_def(3),
+    OpDef("dense", _CONV_PARAMS, ("x_zero_point",) + _REQ, _dense_shape, _dense_bound,
+          reduction=lambda n, s, p: s[0][-1],
+          per_channel=("bias", "multiplier", "shift", "w_zero_point")),
+    OpDef("matmul", {}, ("a_zero_point", "b_zero_point", "multiplier", "shift") + _REQ,
+          _matmul_shape, _matmul_bound, n_inputs=(2, 2), reduction=lambda n, s, p: s[0][-1]),
+    OpDef("requantize", {}, ("x_zero_point", "multiplier", "shift") + _REQ, _same,
+          lambda n, s, p: np.array([_x_range(n, "x_zero_point")])),
+    OpDef("batchnorm", {"scale": (I8,), "bias": (I32,), "multiplier": INT_TYPES, "shift": INT_TYPES},
+          ("x_zero_point",) + _REQ, _channel_params("scale", "bias", "multiplier", "shift"),
+          _batchnorm_bound),
+    OpDef("relu", {}, ("x_zero_point",), _same),
+    OpDef("clip", {}, ("qmin", "qmax"), _same),
+    OpDef("prelu", {"slope": (I8,), "multiplier": INT_TYPES, "shift": INT_TYPES},
+          ("x_zero_point", "pos_multiplier", "pos_shift") + _REQ,
+          _channel_params("slope", "multiplier", "shift"), _prelu_bound),
+    OpDef("lut", {"table": (I8,)}, (), _lut_shape),
+    OpDef("softmax", {"exp_table": INT_TYPES}, ("axis",) + _REQ, _softmax_shape),
+    OpDef("add", {}, ("a_zero_point", "b_zero_point", "a_multiplier", "b_multiplier", "shift") + _REQ,
+          _binary_shape, n_inputs=(2, 2)),
+    OpDef("mul", {}, ("a_zero_point", "b_zero_point", "multiplier", "shift") + _REQ,
+          _binary_shape, lambda n, s, p: np.array(
+              [_x_range(n, "a_zero_point") * _x_range(n, "b_zero_point")]), n_inputs=(2, 2)),
+    OpDef("max_pool", {}, ("kernel_shape",), _max_pool_shape),
+    OpDef("avg_pool", {"multiplier": INT_TYPES, "shift": INT_TYPES}, ("kernel_shape", "x_zero_point") + _REQ,
+          _avg_pool_shape, _avg_pool_bound),
+    OpDef("global_avg_pool", {}, ("x_zero_point", "multiplier", "shift") + _REQ, _gap_shape, _gap_bound),
+    OpDef("flatten", {}, (), _flatten_shape, compute=False),
+    OpDef("reshape", {}, ("shape",), _reshape_shape, compute=False),
+    OpDef("transpose", {}, ("perm",), _transpose_shape, compute=False),
+    OpDef("identity", {}, (), _same, compute=False),
+    OpDef("concat", {}, ("axis", "x_zero_points", "multipliers", "shifts") + _REQ, _concat_shape,
+          n_inputs=(1, None), compute=False),
+    OpDef("pad", {}, ("pads",), _pad_shape, compute=False),
+]}
+
+
+def opdef(node):
+    try:
+        return OPS[node.op]
+    except KeyError:
+        raise UnsupportedOpError(
+            f"node {node.name!r}: op {node.op!r} is not a Synapse op (known: {', '.join(sorted(OPS))})"
+        ) from None
+
+
+def check_schema(node, buffers):
+    """Inputs count, param roles, buffer presence and dtypes, required attrs."""
+    from .errors import DtypeError, ModelFormatError
+
+    d = opdef(node)
+    lo, hi = d.n_inputs
+    if len(node.inputs) < lo or (hi is not None and len(node.inputs) > hi) or len(node.outputs) != 1:
+        fail(node, f"has {len(node.inputs)} inputs and {len(node.outputs)} outputs; expects "
+                   f"{lo}{'' if hi == lo else '..' + (str(hi) if hi else 'n')} inputs and 1 output",
+             ModelFormatError)
+    if set(node.params) != set(d.params):
+        fail(node, f"params {sorted(node.params)} != expected {sorted(d.params)}", ModelFormatError)
+    for role, allowed in d.params.items():
+        bid = node.params[role]
+        if bid not in buffers:
+            fail(node, f"param {role} refers to missing buffer {bid!r}", ModelFormatError)
+        if buffers[bid].dtype not in allowed:
+            fail(node, f"param {role} has dtype {buffers[bid].dtype}, expected "
+                       f"{' or '.join(str(a) for a in allowed)}", DtypeError)
+    missing = [a for a in d.attrs if a not in node.attrs]
+    if missing:
+        fail(node, f"missing attrs {missing}", ModelFormatError)
+    if d.per_channel:
+        m = buffers[node.params["w"]].shape[0 if node.op != "dense" or node.attrs.get("trans_w") else 1]
+        for r in d.per_channel:
+            if buffers[node.params[r]].shape != (m,):
+                fail(node, f"param {r} has shape {list(buffers[node.params[r]].shape)}, "
+                           f"expected [{m}] (one per output channel)")
+    return d

@@ -1,0 +1,104 @@
+"""Traversal planning: topological order and the activation buffer plan.
+
+The plan is computed once by the core and handed whole to a backend. Buffers
+("slots") are sized per sample; a backend allocates slot_elems[i] * batch bytes
+(int8). A tensor's slot is reused once its last reader has run; graph inputs and
+outputs keep their own slots.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import ModelFormatError
+
+
+@dataclass
+class Traversal:
+    order: list  # Node, topological (ties broken by the graph's node order)
+    shapes: dict  # tensor -> shape, axis 0 = -1 for the batch
+    slot_of: dict  # tensor -> slot index
+    slot_elems: list  # per-sample int8 elements of each slot
+
+    def sample_elems(self, tensor):
+        return math.prod(self.shapes[tensor][1:])
+
+
+def topological_order(graph):
+    """Kahn's algorithm over tensors; rejects duplicate producers, dangling inputs, cycles."""
+    produced = {t.name: None for t in graph.inputs}
+    names = set()
+    for n in graph.nodes:
+        if n.name in names:
+            raise ModelFormatError(f"duplicate node name {n.name!r}")
+        names.add(n.name)
+        for o in n.outputs:
+            if o in produced:
+                raise ModelFormatError(f"tensor {o!r} is produced twice (node {n.name!r})")
+            produced[o] = n
+    for n in graph.nodes:
+        for i in n.inputs:
+            if i not in produced:
+                raise ModelFormatError(f"node {n.name!r} (op {n.op}) reads {i!r}, which nothing produces")
+    for t in graph.outputs:
+        if t.name not in produced:
+            raise ModelFormatError(f"graph output {t.name!r} is not produced by any node")
+    waiting = {n.name: len({i for i in n.inputs if produced[i] is not None}) for n in graph.nodes}
+    readers = {}
+    for n in graph.nodes:
+        for i in set(n.inputs):
+            readers.setdefault(i, []).append(n)
+    ready = [n for n in graph.nodes if waiting[n.name] == 0]
+    order = []
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for o in n.outputs:
+            for r in readers.get(o, []):
+                waiting[r.name] -= 1
+                if waiting[r.name] == 0:
+                    ready.append(r)
+    if len(order) != len(graph.nodes):
+        stuck = sorted(k for k, v in waiting.items() if v > 0)
+        raise ModelFormatError(f"the graph has a cycle through nodes {stuck[:5]}")
+    return order
+
+
+def plan(graph, order, shapes):
+    """Assign each tensor a slot: greedy reuse of the smallest free slot that fits."""
+    last_read = {}
+    for step, n in enumerate(order):
+        for i in n.inputs:
+            last_read[i] = step
+    pinned = {t.name for t in graph.inputs} | {t.name for t in graph.outputs}
+    slot_of, slot_elems, free = {}, [], []
+
+    def elems(t):
+        return math.prod(shapes[t][1:])
+
+    def take(t):
+        need = elems(t)
+        fits = [s for s in free if slot_elems[s] >= need]
+        s = min(fits, key=lambda s: slot_elems[s]) if fits else None
+        if s is None and free:  # grow the largest free slot rather than add one
+            s = max(free, key=lambda s: slot_elems[s])
+            slot_elems[s] = need
+        if s is None:
+            s = len(slot_elems)
+            slot_elems.append(need)
+        else:
+            free.remove(s)
+        slot_of[t] = s
+
+    for t in graph.inputs:
+        take(t.name)
+    for step, n in enumerate(order):
+        for o in n.outputs:
+            take(o)
+        for i in set(n.inputs):
+            if last_read.get(i) == step and i not in pinned:
+                free.append(slot_of[i])
+        for o in n.outputs:  # an output nobody reads (and not a graph output)
+            if o not in last_read and o not in pinned:
+                free.append(slot_of[o])
+    return Traversal(list(order), dict(shapes), slot_of, slot_elems)

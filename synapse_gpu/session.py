@@ -1,0 +1,191 @@
+"""InferenceSession: the public API, modelled on onnxruntime's.
+
+    import synapse_gpu as sg
+    sess = sg.InferenceSession("model.syn" | "model.onnx", device="auto")
+    probs, = sess.run(None, {"input": x_float32})          # float32, dequantized
+    q, = sess.run(None, {"input": x_int8}, output_type="int8")
+    sess.last_result.digest                                  # sha256 of model+inputs+outputs
+
+Inputs: float32 (quantized at the boundary with the input's scale and zero point,
+one IEEE float32 division and round-half-even per element) or int8 (taken as the
+quantized values). NaN raises InputError: a NaN cast to an integer differs
+between CPU and GPU, so it has no deterministic meaning. +-inf saturate to the
+int8 range like any out-of-range value.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import __version__, backends
+from .digest import run_digest, tensor_digest
+from .errors import DtypeError, InputError, ShapeError
+from .graph import Graph
+from .modelfile import load_model, model_id, save_model
+from .reference.boundary import dequantize, quantize
+from .validate import validate
+
+_FLOATS = (np.float16, np.float32, np.float64)
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """A graph input or output as onnxruntime describes it: "N" marks the batch axis."""
+
+    name: str
+    shape: list
+    type: str
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    index: int
+    node: str
+    op: str
+    tensor: str
+    shape: tuple
+    digest: str
+
+
+@dataclass
+class RunResult:
+    outputs: list  # in the order asked for, float32 or int8
+    int8_inputs: dict  # name -> int8 array as fed to the graph (after the boundary quantize)
+    int8_outputs: dict  # name -> int8 array, every graph output
+    digest: str
+    trace: list | None  # TraceEntry per node in execution order, when asked for
+
+
+def _cache_dir():
+    return os.environ.get("SYNAPSE_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "synapse_gpu")
+
+
+def load_any(model, verbose=False):
+    """A Graph from a Graph, a .syn path, or an .onnx path (imported, cached by content hash)."""
+    if isinstance(model, Graph):
+        return model
+    path = os.fspath(model)
+    if not path.lower().endswith(".onnx"):
+        return load_model(path)
+    from .onnx.importer import import_onnx
+
+    with open(path, "rb") as f:
+        data = f.read()
+    key = hashlib.sha256(data + f"synapse-gpu {__version__}".encode()).hexdigest()
+    cached = os.path.join(_cache_dir(), key + ".syn")
+    if os.path.exists(cached):
+        try:
+            return load_model(cached)
+        except Exception:  # a damaged cache entry is rebuilt, never trusted
+            pass
+    graph = import_onnx(data)
+    try:
+        os.makedirs(_cache_dir(), exist_ok=True)
+        save_model(graph, cached)
+    except OSError:
+        pass  # the cache is an optimisation only
+    if verbose:
+        print(f"synapse: imported {path} (cached as {cached})")
+    return graph
+
+
+def _dims(shape):
+    return ["N" if i == 0 and d == -1 else d for i, d in enumerate(shape)]
+
+
+class InferenceSession:
+    """Load, prove and prepare a model once; run it many times.
+
+    device: "auto" (CUDA when CuPy and a GPU answer, else the CPU with a one-line
+    notice), "cpu" or "cuda" (DeviceError if unusable). strict: enforce the
+    Synapse limits (docs/SPEC.md); the int32 overflow proof is always enforced.
+    """
+
+    def __init__(self, model, device="auto", *, strict=True, verbose=False):
+        self.graph = load_any(model, verbose)
+        self.model_id = model_id(self.graph)
+        self.report = validate(self.graph, strict=strict)
+        backend = backends.select(device)
+        self._exe = backend.prepare(self.graph, self.report.traversal)
+        self.device = self._exe.device
+        self.verbose = verbose
+        self._ops = {n.name: n.op for n in self.graph.nodes}
+        self.last_result = None
+
+    def get_inputs(self):
+        return [NodeArg(t.name, _dims(t.shape), "tensor(float)") for t in self.graph.inputs]
+
+    def get_outputs(self):
+        return [NodeArg(t.name, _dims(t.shape), "tensor(float)") for t in self.graph.outputs]
+
+    def get_modelmeta(self):
+        return dict(self.graph.metadata, model_id=self.model_id)
+
+    def _quantized_feeds(self, input_feed):
+        if not isinstance(input_feed, dict):
+            raise InputError("input_feed must be a dict {input name: array}")
+        names = [t.name for t in self.graph.inputs]
+        unknown = sorted(set(input_feed) - set(names))
+        missing = [n for n in names if n not in input_feed]
+        if unknown or missing:
+            raise InputError(f"unknown inputs {unknown} / missing inputs {missing}; "
+                             f"the model's inputs are {names}")
+        feeds, batch = {}, None
+        for t in self.graph.inputs:
+            a = np.asarray(input_feed[t.name])
+            if a.dtype == np.int8:
+                q = a
+            elif a.dtype in _FLOATS:
+                if np.isnan(a).any():
+                    raise InputError(f"input {t.name!r} contains NaN, which has no deterministic "
+                                     "int8 value; clean the input first")
+                q = quantize(a, t.scale, t.zero_point)
+            else:
+                raise DtypeError(f"input {t.name!r} has dtype {a.dtype}; expected float32 "
+                                 "(quantized here) or int8 (already quantized)")
+            if a.ndim != len(t.shape) or a.shape[1:] != tuple(t.shape[1:]) or (
+                    t.shape[0] != -1 and a.shape[0] != t.shape[0]) or a.shape[0] < 1:
+                raise ShapeError(f"input {t.name!r} has shape {list(a.shape)}; expected "
+                                 f"{_dims(t.shape)}")
+            if batch is not None and a.shape[0] != batch:
+                raise ShapeError(f"inputs have different batch sizes ({batch} and {a.shape[0]})")
+            batch = a.shape[0]
+            feeds[t.name] = np.ascontiguousarray(q)
+        return feeds
+
+    def run_full(self, output_names, input_feed, *, output_type="float32", trace=False):
+        """Like run(), returning a RunResult with the digest and the optional trace."""
+        if output_type not in ("float32", "int8"):
+            raise InputError(f"output_type {output_type!r}: use 'float32' or 'int8'")
+        outs = {t.name: t for t in self.graph.outputs}
+        names = list(outs) if output_names is None else list(output_names)
+        bad = [n for n in names if n not in outs]
+        if bad:
+            raise InputError(f"unknown outputs {bad}; the model's outputs are {list(outs)}")
+        feeds = self._quantized_feeds(input_feed)
+        q_out, steps = self._exe.run(feeds, trace=trace)
+        digest = run_digest(self.model_id, [(t.name, feeds[t.name]) for t in self.graph.inputs],
+                            [(t.name, q_out[t.name]) for t in self.graph.outputs])
+        entries = None
+        if trace:
+            entries = [TraceEntry(i, node, self._ops[node], tensor, tuple(y.shape),
+                                  tensor_digest(tensor, y)) for i, (node, tensor, y) in enumerate(steps)]
+            if self.verbose:
+                for e in entries:
+                    print(f"[{e.index:4d}] {e.node} ({e.op}) -> {list(e.shape)} {e.digest[:16]}")
+        result = [q_out[n] if output_type == "int8" else
+                  dequantize(q_out[n], outs[n].scale, outs[n].zero_point) for n in names]
+        self.last_result = RunResult(result, feeds, q_out, digest, entries)
+        return self.last_result
+
+    def run(self, output_names, input_feed, run_options=None, *, output_type="float32", trace=False):
+        """onnxruntime-style run: a list of arrays (float32 by default, or int8).
+
+        run_options is accepted for drop-in compatibility and ignored. The digest
+        and trace of the call are in ``self.last_result``.
+        """
+        return self.run_full(output_names, input_feed, output_type=output_type, trace=trace).outputs
