@@ -15,7 +15,8 @@ Model id = sha256 over the canonical content (docs/SPEC.md, "Model id"):
     then dims, the C-order little-endian bytes.
 It does not depend on the file's byte layout, so it is the same after any
 save/load round trip and on every machine; load() recomputes it and refuses a
-file whose content no longer matches (ChecksumError).
+file whose content no longer matches, or whose metadata is not byte for byte the
+canonical JSON of what it parses to (ChecksumError).
 """
 from __future__ import annotations
 
@@ -104,6 +105,9 @@ def load_model(path) -> Graph:
         if a.dtype.str not in _DTYPES:
             raise ModelFormatError(f"{path}: buffer {k!r} has dtype {a.dtype}")
     graph = Graph.from_structure(meta.get("graph") or {}, buffers)
+    if _canonical_json(dict(meta, graph=graph.structure_json())).decode() != raw:
+        # e.g. a digit changed in a scale that still rounds to the same float32
+        raise ChecksumError(f"{path}: metadata is not in canonical form: the file was altered")
     found = model_id(graph)
     if found != meta.get("model_id"):
         raise ChecksumError(f"{path}: content checksum {found[:16]}... does not match the stored "

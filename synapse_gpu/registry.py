@@ -21,8 +21,13 @@ def reference_op(op):
     raise KeyError(op)
 
 
-def call(fn, node, inputs, buffers):
-    """Apply a reference-signature function to a node: inputs positional, params and attrs keyword."""
+def node_kwargs(node, buffers):
+    """A node's params (arrays) and attrs as the keyword arguments of its op function."""
     kw = {r: buffers[b] for r, b in node.params.items()}
     kw.update(node.attrs)
-    return fn(*inputs, **kw)
+    return kw
+
+
+def call(fn, node, inputs, buffers):
+    """Apply a reference-signature function to a node: inputs positional, params and attrs keyword."""
+    return fn(*inputs, **node_kwargs(node, buffers))

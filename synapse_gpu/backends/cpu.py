@@ -15,7 +15,8 @@ def _step(node, buffers):
     if node.op in _FAST:
         from . import cpu_conv
 
-        return cpu_conv.prepare(node, buffers)  # weights laid out once per session
+        prepare = cpu_conv.prepare_dense if node.op == "dense" else cpu_conv.prepare_conv
+        return prepare(**registry.node_kwargs(node, buffers))  # weights laid out once per session
     ref = registry.reference_op(node.op)
     return lambda *xs: registry.call(ref, node, xs, buffers)
 

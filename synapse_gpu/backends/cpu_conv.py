@@ -125,7 +125,7 @@ class PreparedConv:
                                         + tuple(range(2, 2 + nd)))
             for r0 in range(0, out[0], rows):
                 r1 = min(out[0], r0 + rows)
-                block = windows[..., r0:r1, *(slice(None),) * (nd - 1)]
+                block = windows[(Ellipsis, slice(r0, r1)) + (slice(None),) * (nd - 1)]
                 cols = np.ascontiguousarray(block).reshape(n1 - n0, G, K, -1)
                 t = self.gemm.rounded(cols).reshape((n1 - n0, self.M, r1 - r0) + out[1:])
                 _requant_into(t, self._per_channel(self.M32), self._per_channel(self.multiplier),

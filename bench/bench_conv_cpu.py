@@ -1,0 +1,139 @@
+"""ResNet-50's conv layers: synapse_gpu's exact CPU conv vs onnxruntime's int8 QLinearConv.
+
+Every distinct conv shape of ResNet-50 v1.5 at batch 1, 224x224 input, run in one
+process through backends/cpu_conv.py (weights prepared once) and through a
+single-node onnxruntime QLinearConv model (CPU provider, default options,
+intra_op_num_threads = 2) on the same int8 data. Each layer's outputs must be
+equal bit for bit before it is timed. Times are medians after warm-up; the totals
+weight each shape by how many times ResNet-50 uses it (53 convs).
+
+Data: int8 activations uniform over [-128, 127] with z_x = -128 (post-ReLU layers,
+the worst case |x - z_x| = 255 for the exact GEMM's chunking) and z_x = -10 at the
+stem; weights int8, per-output-channel symmetric quantization of Gaussian floats
+(as a real model's); random int32 bias; output scales that spread the outputs over
+the int8 range.
+
+    python bench/bench_conv_cpu.py            # full run
+    python bench/bench_conv_cpu.py --quick    # fewer repetitions
+"""
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from synapse_gpu.backends import cpu_conv
+from synapse_gpu.reference.requant import quantize_multiplier
+
+F32 = np.float32
+
+# (name, C, M, input size, kernel, stride, uses in ResNet-50 v1.5)
+LAYERS = [
+    ("stem 7x7/2", 3, 64, 224, 7, 2, 1),
+    ("s1 1x1 64>64", 64, 64, 56, 1, 1, 1),
+    ("s1 3x3 64>64", 64, 64, 56, 3, 1, 3),
+    ("s1 1x1 64>256", 64, 256, 56, 1, 1, 4),
+    ("s1 1x1 256>64", 256, 64, 56, 1, 1, 2),
+    ("s2 1x1 256>128", 256, 128, 56, 1, 1, 1),
+    ("s2 3x3/2 128>128", 128, 128, 56, 3, 2, 1),
+    ("s2 1x1/2 256>512", 256, 512, 56, 1, 2, 1),
+    ("s2 1x1 128>512", 128, 512, 28, 1, 1, 4),
+    ("s2 1x1 512>128", 512, 128, 28, 1, 1, 3),
+    ("s2 3x3 128>128", 128, 128, 28, 3, 1, 3),
+    ("s3 1x1 512>256", 512, 256, 28, 1, 1, 1),
+    ("s3 3x3/2 256>256", 256, 256, 28, 3, 2, 1),
+    ("s3 1x1/2 512>1024", 512, 1024, 28, 1, 2, 1),
+    ("s3 1x1 256>1024", 256, 1024, 14, 1, 1, 6),
+    ("s3 1x1 1024>256", 1024, 256, 14, 1, 1, 5),
+    ("s3 3x3 256>256", 256, 256, 14, 3, 1, 5),
+    ("s4 1x1 1024>512", 1024, 512, 14, 1, 1, 1),
+    ("s4 3x3/2 512>512", 512, 512, 14, 3, 2, 1),
+    ("s4 1x1/2 1024>2048", 1024, 2048, 14, 1, 2, 1),
+    ("s4 1x1 512>2048", 512, 2048, 7, 1, 1, 3),
+    ("s4 1x1 2048>512", 2048, 512, 7, 1, 1, 2),
+    ("s4 3x3 512>512", 512, 512, 7, 3, 1, 2),
+]
+
+
+def make_layer(rng, C, M, H, k, s, zx):
+    pad = k // 2
+    wf = rng.standard_normal((M, C, k, k)).astype(F32)
+    s_w = (np.abs(wf).reshape(M, -1).max(axis=1) / F32(127)).astype(F32)
+    w = np.clip(np.rint(wf / s_w.reshape(M, 1, 1, 1)), -127, 127).astype(np.int8)
+    x = rng.integers(-128, 128, (1, C, H, H)).astype(np.int8)
+    s_x = F32(0.02)
+    acc_std = np.sqrt(C * k * k) * 74 * np.abs(w.astype(np.float64)).mean() * 1.25
+    s_y = F32(s_x * float(s_w.mean()) * acc_std / 40)
+    bias = rng.integers(-int(acc_std), int(acc_std) + 1, M).astype(np.int32)
+    m, sh = quantize_multiplier((s_x * s_w) / s_y)  # f32(f32(s_x * s_w) / s_y)
+    params = dict(w=w, bias=bias, multiplier=m, shift=sh, w_zero_point=np.zeros(M, np.int32),
+                  x_zero_point=zx, y_zero_point=-3, strides=[s, s], pads=[pad] * 4,
+                  dilations=[1, 1], group=1)
+    inits = [numpy_helper.from_array(np.array(s_x, F32), "xs"),
+             numpy_helper.from_array(np.array(zx, np.int8), "xz"),
+             numpy_helper.from_array(w, "w"), numpy_helper.from_array(s_w, "ws"),
+             numpy_helper.from_array(np.zeros(M, np.int8), "wz"),
+             numpy_helper.from_array(np.array(s_y, F32), "ys"),
+             numpy_helper.from_array(np.array(-3, np.int8), "yz"),
+             numpy_helper.from_array(bias, "b")]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
+                            ["y"], kernel_shape=[k, k], strides=[s, s], pads=[pad] * 4)
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info(
+        "x", TensorProto.INT8, x.shape)], [helper.make_tensor_value_info(
+            "y", TensorProto.INT8, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return x, params, model.SerializeToString()
+
+
+def median_time(fn, warmup, reps):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 warm-up runs, 5 timed runs")
+    args = ap.parse_args()
+    warmup, reps = (2, 5) if args.quick else (3, 15)
+    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs; python {platform.python_version()}, numpy {np.__version__}, "
+          f"onnxruntime {ort.__version__}")
+    rng = np.random.default_rng(2024)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    rows, ours_total, ort_total = [], 0.0, 0.0
+    print(f"{'layer':22s} {'out':>13s} {'uses':>4s} {'chunks':>6s} {'ours ms':>8s} "
+          f"{'ORT ms':>8s} {'ours/ORT':>8s}")
+    for name, C, M, H, k, s, uses in LAYERS:
+        x, params, model = make_layer(rng, C, M, H, k, s, -10 if k == 7 else -128)
+        prepared = cpu_conv.prepare_conv(**params)
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        ours, ref = prepared(x), sess.run(None, {"x": x})[0]
+        if not np.array_equal(ours, ref):
+            raise AssertionError(f"{name}: {np.count_nonzero(ours != ref)} of {ref.size} "
+                                 "outputs differ from onnxruntime")
+        t_ours = median_time(lambda: prepared(x), warmup, reps)
+        t_ort = median_time(lambda: sess.run(None, {"x": x}), warmup, reps)
+        ours_total += uses * t_ours
+        ort_total += uses * t_ort
+        print(f"{name:22s} {str(ours.shape[1:]):>13s} {uses:4d} "
+              f"{len(prepared.gemm.splits) - 1:6d} {t_ours * 1e3:8.3f} {t_ort * 1e3:8.3f} "
+              f"{t_ours / t_ort:8.2f}")
+        rows.append((name, t_ours, t_ort))
+    print(f"{'ResNet-50 convs (53)':22s} {'':13s} {'':4s} {'':6s} {ours_total * 1e3:8.2f} "
+          f"{ort_total * 1e3:8.2f} {ours_total / ort_total:8.2f}")
+    print(f"all outputs bit-identical to onnxruntime; total time ours / ORT = "
+          f"{ours_total / ort_total:.2f}")
+
+
+if __name__ == "__main__":
+    main()
