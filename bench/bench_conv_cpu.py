@@ -121,8 +121,13 @@ def main():
         if not np.array_equal(ours, ref):
             raise AssertionError(f"{name}: {np.count_nonzero(ours != ref)} of {ref.size} "
                                  "outputs differ from onnxruntime")
-        t_ours = median_time(lambda: prepared(x), warmup, reps)
+        # one engine at a time: OpenBLAS's and onnxruntime's idle threads spin for a
+        # while after each call and would steal the 2 cores from the other engine
+        time.sleep(0.2)
         t_ort = median_time(lambda: sess.run(None, {"x": x}), warmup, reps)
+        del sess
+        time.sleep(0.2)
+        t_ours = median_time(lambda: prepared(x), warmup, reps)
         ours_total += uses * t_ours
         ort_total += uses * t_ort
         print(f"{name:22s} {str(ours.shape[1:]):>13s} {uses:4d} "

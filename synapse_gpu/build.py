@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .reference import tables
+from .reference.conv import resolve_pads
 from .reference.requant import add_multipliers, quantize_multiplier
+from .reference.softmax import softmax_params
 
 f32 = np.float32
 
@@ -54,25 +57,6 @@ def quantize_bias(bias, s_x, s_w):
         -(2**31 - 1), 2**31 - 1).astype(np.int32)
 
 
-def resolve_pads(pads, in_spatial, kernel, strides, dilations):
-    """Explicit [begins..., ends...] pads; "same_upper"/"same_lower" as ONNX auto_pad."""
-    nd = len(kernel)
-    if pads is None:
-        return [0] * (2 * nd)
-    if isinstance(pads, str):
-        if pads not in ("same_upper", "same_lower"):
-            raise ValueError(f"pads {pads!r}: expected a list, 'same_upper' or 'same_lower'")
-        b, e = [], []
-        for n, k, s, d in zip(in_spatial, kernel, strides, dilations):
-            out = -(-n // s)
-            total = max(0, (out - 1) * s + (k - 1) * d + 1 - n)
-            small, big = total // 2, total - total // 2
-            b.append(small if pads == "same_upper" else big)
-            e.append(big if pads == "same_upper" else small)
-        return b + e
-    return [int(p) for p in pads]
-
-
 def conv(b, x, w, w_scale, bias=None, *, y_scale, y_zero_point, w_zero_point=0, strides=None,
          pads=None, dilations=None, group=1, relu=False, qmin=None, qmax=None, name=None):
     """Conv1D/2D/3D by weight rank; w int8 (M, C/group, *k), bias int32 (M) or None."""
@@ -81,7 +65,8 @@ def conv(b, x, w, w_scale, bias=None, *, y_scale, y_zero_point, w_zero_point=0, 
     s_x, zx = b.quant[x]
     strides = list(strides or [1] * nd)
     dilations = list(dilations or [1] * nd)
-    pads = resolve_pads(pads, b.shapes[x][2:], w.shape[2:], strides, dilations)
+    pads = resolve_pads([0] * (2 * nd) if pads is None else pads, b.shapes[x][2:], w.shape[2:],
+                        strides, dilations)
     s_w = _channels(w_scale, M, np.float32)
     m, k = _qm((f32(s_x) * s_w) / f32(y_scale))
     lo, hi = _clamp(y_zero_point, relu)
@@ -186,6 +171,26 @@ def lut(b, x, table, fn, *, y_scale, y_zero_point, name=None):
                       name=name, out_quant=(y_scale, y_zero_point))
 
 
+def unary(b, x, fn, *, y_scale, y_zero_point, alpha=None, beta=None, name=None):
+    """Sigmoid, tanh, leaky_relu (alpha), hard_sigmoid (alpha, beta) as a 256-entry table
+    computed here, once, from the scales (reference/tables.py)."""
+    s_x, zx = b.quant[x]
+    q = (s_x, zx, y_scale, y_zero_point)
+    table = {"sigmoid": lambda: tables.sigmoid_table(*q), "tanh": lambda: tables.tanh_table(*q),
+             "leaky_relu": lambda: tables.leaky_relu_table(alpha, *q),
+             "hard_sigmoid": lambda: tables.hard_sigmoid_table(alpha, beta, *q)}[fn]()
+    return lut(b, x, table, fn, y_scale=y_scale, y_zero_point=y_zero_point, name=name)
+
+
+def softmax(b, x, axis=-1, *, y_scale=1 / 256, y_zero_point=-128, name=None):
+    """Integer softmax (reference/softmax.py); the default output quantization is
+    onnxruntime's for int8 softmax (scale 1/256, zero point -128)."""
+    p = softmax_params(b.quant[x][0], y_scale, y_zero_point)
+    table = p.pop("exp_table")
+    return b.add_node("softmax", [x], attrs=dict(axis=int(axis) % len(b.shapes[x]), **p),
+                      params=dict(exp_table=table), name=name, out_quant=(y_scale, y_zero_point))
+
+
 def add(b, a, c, *, y_scale, y_zero_point, relu=False, name=None):
     (s_a, za), (s_c, zc) = b.quant[a], b.quant[c]
     A, B, K = add_multipliers(f32(s_a) / f32(y_scale), f32(s_c) / f32(y_scale))
@@ -208,7 +213,8 @@ def _pool_attrs(b, x, kernel, strides, pads, dilations, ceil_mode):
     strides = list(strides or [1] * nd)
     dilations = list(dilations or [1] * nd)
     return dict(kernel_shape=list(kernel), strides=strides, dilations=dilations,
-                pads=resolve_pads(pads, b.shapes[x][2:], kernel, strides, dilations),
+                pads=resolve_pads([0] * (2 * nd) if pads is None else pads, b.shapes[x][2:], kernel,
+                                  strides, dilations),
                 ceil_mode=int(ceil_mode))
 
 

@@ -286,7 +286,7 @@ OPS = {d.name: d for d in [
           ("x_zero_point", "pos_multiplier", "pos_shift") + _REQ,
           _channel_params("slope", "multiplier", "shift"), _prelu_bound),
     OpDef("lut", {"table": (I8,)}, (), _lut_shape),
-    OpDef("softmax", {"exp_table": INT_TYPES}, ("axis",) + _REQ, _softmax_shape),
+    OpDef("softmax", {"exp_table": INT_TYPES}, ("axis", "y_inv_scale") + _REQ, _softmax_shape),
     OpDef("add", {}, ("a_zero_point", "b_zero_point", "a_multiplier", "b_multiplier", "shift") + _REQ,
           _binary_shape, n_inputs=(2, 2)),
     OpDef("mul", {}, ("a_zero_point", "b_zero_point", "multiplier", "shift") + _REQ,
