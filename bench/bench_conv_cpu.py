@@ -4,8 +4,9 @@ Every distinct conv shape of ResNet-50 v1.5 at batch 1, 224x224 input, run in on
 process through backends/cpu_conv.py (weights prepared once) and through a
 single-node onnxruntime QLinearConv model (CPU provider, default options,
 intra_op_num_threads = 2) on the same int8 data. Each layer's outputs must be
-equal bit for bit before it is timed. Times are medians after warm-up; the totals
-weight each shape by how many times ResNet-50 uses it (53 convs).
+equal bit for bit before it is timed. Times are medians after warm-up, the two
+engines timed in alternating blocks; the totals weight each shape by how many times
+ResNet-50 uses it (53 convs).
 
 Data: int8 activations uniform over [-128, 127] with z_x = -128 (post-ReLU layers,
 the worst case |x - z_x| = 255 for the exact GEMM's chunking) and z_x = -10 at the
@@ -88,29 +89,38 @@ def make_layer(rng, C, M, H, k, s, zx):
     return x, params, model.SerializeToString()
 
 
-def median_time(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def median_times(fns, warmup, rounds, reps):
+    """Median seconds of each fn, timed in alternating blocks of ``reps`` runs.
+
+    Alternating spreads the machine's noise (a shared host) over both engines; the
+    pause before each block lets the other engine's idle threads (OpenBLAS and
+    onnxruntime spin for a while after a call) stop competing for the 2 cores.
+    """
+    samples = [[] for _ in fns]
+    for r in range(rounds):
+        for fn, times in zip(fns, samples):
+            time.sleep(0.05)
+            for _ in range(warmup if r == 0 else 1):
+                fn()
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in samples]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 warm-up runs, 5 timed runs")
+    ap.add_argument("--quick", action="store_true", help="6 timed runs per layer, not 20")
     args = ap.parse_args()
-    warmup, reps = (2, 5) if args.quick else (3, 15)
+    warmup, rounds, reps = (2, 2, 3) if args.quick else (3, 4, 5)
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; python {platform.python_version()}, numpy {np.__version__}, "
           f"onnxruntime {ort.__version__}")
     rng = np.random.default_rng(2024)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
-    rows, ours_total, ort_total = [], 0.0, 0.0
+    ours_total = ort_total = 0.0
     print(f"{'layer':22s} {'out':>13s} {'uses':>4s} {'chunks':>6s} {'ours ms':>8s} "
           f"{'ORT ms':>8s} {'ours/ORT':>8s}")
     for name, C, M, H, k, s, uses in LAYERS:
@@ -121,19 +131,13 @@ def main():
         if not np.array_equal(ours, ref):
             raise AssertionError(f"{name}: {np.count_nonzero(ours != ref)} of {ref.size} "
                                  "outputs differ from onnxruntime")
-        # one engine at a time: OpenBLAS's and onnxruntime's idle threads spin for a
-        # while after each call and would steal the 2 cores from the other engine
-        time.sleep(0.2)
-        t_ort = median_time(lambda: sess.run(None, {"x": x}), warmup, reps)
-        del sess
-        time.sleep(0.2)
-        t_ours = median_time(lambda: prepared(x), warmup, reps)
+        t_ours, t_ort = median_times([lambda: prepared(x), lambda: sess.run(None, {"x": x})],
+                                     warmup, rounds, reps)
         ours_total += uses * t_ours
         ort_total += uses * t_ort
         print(f"{name:22s} {str(ours.shape[1:]):>13s} {uses:4d} "
               f"{len(prepared.gemm.splits) - 1:6d} {t_ours * 1e3:8.3f} {t_ort * 1e3:8.3f} "
               f"{t_ours / t_ort:8.2f}")
-        rows.append((name, t_ours, t_ort))
     print(f"{'ResNet-50 convs (53)':22s} {'':13s} {'':4s} {'':6s} {ours_total * 1e3:8.2f} "
           f"{ort_total * 1e3:8.2f} {ours_total / ort_total:8.2f}")
     print(f"all outputs bit-identical to onnxruntime; total time ours / ORT = "

@@ -30,10 +30,6 @@ typedef signed char i8;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (i64)(n);         \
          i += (i64)blockDim.x * gridDim.x)
 
-// Largest rank of the tensors that variable-rank kernels (transpose, pad, add,
-// mul, matmul) index through a shape/stride table.
-#define SYN_MAX_RANK 8
-
 // Beyond this magnitude any result saturates int8 whatever the zero point; caps
 // the left shift of a huge multiplier (k < 0) so int64 never overflows.
 #define SYN_SATURATED (1LL << 40)
@@ -99,13 +95,17 @@ __host__ __device__ __forceinline__ i8 syn_requant(i64 acc, i64 m, i64 k, i64 ze
     return (i8)syn_clamp(syn_scale_by_pow2(p, k) + zero_point, qmin, qmax);
 }
 
-// Row-major strides of a shape (the last axis varies fastest).
-__host__ __device__ __forceinline__ void syn_strides(const i64* shape, int rank, i64* strides) {
-    i64 s = 1;
-    for (int d = rank - 1; d >= 0; --d) {
-        strides[d] = s;
-        s *= shape[d];
+// Offset in an operand of output element i, for an output of the given shape
+// (row-major) and the operand's strides along the output's axes (0 where the
+// operand is broadcast). Used by transpose, add, mul and matmul's batch axes.
+__host__ __device__ __forceinline__ i64 syn_offset(i64 i, i64 rank, const i64* shape,
+                                                   const i64* strides) {
+    i64 off = 0;
+    for (i64 d = rank - 1; d >= 0; --d) {
+        off += i % shape[d] * strides[d];
+        i /= shape[d];
     }
+    return off;
 }
 
 #endif  // SYNAPSE_INT_CUH

@@ -1,14 +1,22 @@
 """Elementwise ops: requantize, batchnorm, relu, clip, prelu, add, mul, identity.
 
 Activations are int8 with per-tensor zero points; per-channel params run along
-axis 1 (N, C, ...). Every int32 -> int8 step is ``requant`` (docs/SPEC.md), except
-add, whose two-term sum has its own exact rule. The reference computes in int64;
-each docstring gives the bound that lets a kernel use int32 for the accumulator.
-|x - z_x| <= 255 for any int8 x and zero point z_x in [-128, 127].
+axis 1 (N, C, ...). The reference computes in int64; each docstring gives the
+bound that lets a kernel use int32 for the accumulator. |x - z_x| <= 255 for any
+int8 x and zero point z_x in [-128, 127].
+
+Two final roundings, each chosen to reproduce the ONNX Runtime kernel of the op:
+- ``requant`` (requant.py): round half to even, THEN add z_y, as MLAS's
+  requantization (conv, gemm) does. Used where ONNX Runtime has no integer
+  kernel to follow (requantize, batchnorm, prelu).
+- ``requant_zp_inside``: add z_y, THEN round half to even, i.e. a tie goes to the
+  even OUTPUT code, as QLinearAdd / QLinearMul / QLinearAveragePool round
+  float(v * M + z_y). The two differ only at exact ties with an odd z_y, but
+  those are common (M = 1/2, power-of-two scales).
 """
 import numpy as np
 
-from .requant import INT8_MAX, INT8_MIN, requant, scale_by_pow2
+from .requant import INT8_MAX, INT8_MIN, requant, round_to_24_bits, scale_by_pow2
 
 
 def _i64(v):
@@ -18,6 +26,31 @@ def _i64(v):
 def _per_channel(v, ndim):
     """A (C,) param reshaped to broadcast along axis 1 of a rank-``ndim`` tensor."""
     return _i64(v).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def round_shift_zp(v, s, zero_point):
+    """rhe(v * 2^-s + z) for int64 v, integer z and any integer shift s.
+
+    z joins before the rounding: ties go to the even output code. Exact for
+    |v| < 2^63 when s <= 62; a larger s acts as 62, which is exact (result z)
+    for |v| < 2^61 (as round_shift). s < 0 scales up and saturates like requant.
+    """
+    v, s, z = _i64(v), _i64(s), _i64(zero_point)
+    t = np.clip(s, 1, 62)
+    q = v >> t  # floor(v / 2^t)
+    r = v - (q << t)  # in [0, 2^t)
+    half = np.int64(1) << (t - 1)
+    q = q + ((r > half) | ((r == half) & ((q + z) % 2 == 1)))
+    return np.where(s > 0, q, scale_by_pow2(v, s)) + z
+
+
+def requant_zp_inside(acc, multiplier, shift, zero_point, qmin=INT8_MIN, qmax=INT8_MAX):
+    """requant with the zero point added before the last rounding:
+        y = clamp(rhe(f32(f32(acc) * M) + z), qmin, qmax),  M = m * 2^-k
+    steps 1 and 2 (the two 24-bit roundings) are requant's; |acc| <= 2^31.
+    """
+    p = round_to_24_bits(round_to_24_bits(_i64(acc)) * _i64(multiplier))
+    return np.clip(round_shift_zp(p, shift, zero_point), qmin, qmax).astype(np.int8)
 
 
 def requantize(x, *, x_zero_point, y_zero_point, multiplier, shift,
@@ -75,31 +108,30 @@ def prelu(x, *, slope, multiplier, shift, x_zero_point, y_zero_point,
 
 def add(a, b, *, a_zero_point, b_zero_point, y_zero_point, a_multiplier, b_multiplier,
         shift, qmin=INT8_MIN, qmax=INT8_MAX):
-    """y = clamp(rhe(((a - z_a) * A + (b - z_b) * B) / 2^K) + z_y, qmin, qmax), numpy
+    """y = clamp(rhe(((a - z_a) * A + (b - z_b) * B) / 2^K + z_y), qmin, qmax), numpy
     broadcasting, with (A, B, K) = add_multipliers(f32(s_a / s_y), f32(s_b / s_y)).
 
-    One rounding (half to even) of the exact value (a - z_a) M_a + (b - z_b) M_b;
-    add_multipliers's docstring names its only approximation. K < 0 (multipliers
-    of 2^23 and more) scales up and saturates, as requant does.
+    One rounding, half to even on the output code (round_shift_zp), of the exact
+    value (a - z_a) M_a + (b - z_b) M_b + z_y; add_multipliers's docstring names its
+    only approximation. K < 0 (multipliers of 2^23 and more) saturates.
     Bound: |d| <= 255 < 2^8 and A, B < 2^54, so each product is < 2^62 and the sum
     < 2^63: int64 holds it exactly (the kernel needs int64 here, not int32).
     """
     v = (_i64(a) - a_zero_point) * np.int64(a_multiplier) + \
         (_i64(b) - b_zero_point) * np.int64(b_multiplier)
-    y = scale_by_pow2(v, shift) + np.int64(y_zero_point)
-    return np.clip(y, qmin, qmax).astype(np.int8)
+    return np.clip(round_shift_zp(v, shift, y_zero_point), qmin, qmax).astype(np.int8)
 
 
 def mul(a, b, *, a_zero_point, b_zero_point, y_zero_point, multiplier, shift,
         qmin=INT8_MIN, qmax=INT8_MAX):
-    """y = requant((a - z_a) * (b - z_b); multiplier, shift, z_y), numpy broadcasting,
-    M = f32(f32(s_a * s_b) / s_y).
+    """y = requant_zp_inside((a - z_a) * (b - z_b); multiplier, shift, z_y), numpy
+    broadcasting, M = f32(f32(s_a * s_b) / s_y): clamp(rhe(f32(d_a d_b M) + z_y)).
 
-    Bound: |(a - z_a)(b - z_b)| <= 255^2 = 65025 < 2^24 (exact in float32, so
-    requant's first rounding never acts).
+    Bound: |(a - z_a)(b - z_b)| <= 255^2 = 65025 < 2^24 (exact in float32, so the
+    first 24-bit rounding never acts).
     """
-    return requant((_i64(a) - a_zero_point) * (_i64(b) - b_zero_point),
-                   multiplier, shift, y_zero_point, qmin, qmax)
+    return requant_zp_inside((_i64(a) - a_zero_point) * (_i64(b) - b_zero_point),
+                             multiplier, shift, y_zero_point, qmin, qmax)
 
 
 def identity(x):

@@ -3,13 +3,14 @@
 Layout (N, C, *spatial). A window along spatial axis i starts at o * strides[i] -
 pads[i] and has taps t * dilations[i], t < kernel_shape[i]. Output size per axis:
     out = floor_or_ceil((n + pad_begin + pad_end - dilation * (k - 1) - 1) / stride) + 1
-with ceil under ceil_mode, and under ceil_mode a last window that would start at
-or past n + pad_begin (inside the end padding only) is dropped: ONNX's rule as
+with ceil under ceil_mode; under ceil_mode a last window that would start at
+input position >= n (in the end padding or past it) is dropped: ONNX's rule as
 ONNX Runtime applies it. A tap is *valid* inside the input [0, n) and *in the
 padded region* inside [-pad_begin, n + pad_end).
 """
 import numpy as np
 
+from .elementwise import requant_zp_inside
 from .requant import INT8_MAX, INT8_MIN, requant
 
 
@@ -63,12 +64,16 @@ def avg_pool(x, *, multiplier, shift, kernel_shape, x_zero_point, y_zero_point,
              qmin=INT8_MIN, qmax=INT8_MAX):
     """sum = sum over the valid taps of (x - z_x)   (padding is real 0: adds nothing)
     n   = taps in the padded region if count_include_pad else valid taps
-    y   = requant(sum; multiplier[n], shift[n], z_y)
+    y   = requant_zp_inside(sum; multiplier[n], shift[n], z_y)
+        = clamp(rhe(f32(f32(sum) * M/n) + z_y), qmin, qmax)
 
     multiplier/shift are tables indexed by n = 0..V (V = prod(kernel_shape)), entry n
     holding M/n = f32(f32(s_x / s_y) / n) (entry 0 is unused: sum = 0 there, y = z_y).
-    So the division by n and the rescale are ONE rounding, half to even, of
-    f32(f32(sum) * M/n) -- requant's rule; n never divides an integer.
+    So the division by n and the rescale are ONE rounding, half to even on the
+    output code (z_y added first, as ONNX Runtime's QLinearAveragePool rounds
+    float(avg / s_y + z_y)); n never divides an integer. n counts like ONNX
+    AveragePool: with count_include_pad, taps past the end padding (ceil_mode)
+    do not count.
     Bound: |sum| <= 255 * V, inside int32 for V < 8421505 (and exact in float32
     for V < 65794).
     """
@@ -80,7 +85,7 @@ def avg_pool(x, *, multiplier, shift, kernel_shape, x_zero_point, y_zero_point,
         count = count + (in_pad if count_include_pad else valid).astype(np.int64)
     m = np.asarray(multiplier, dtype=np.int64)[count]
     k = np.asarray(shift, dtype=np.int64)[count]
-    return requant(total, m, k, y_zero_point, qmin, qmax)
+    return requant_zp_inside(total, m, k, y_zero_point, qmin, qmax)
 
 
 def global_avg_pool(x, *, multiplier, shift, x_zero_point, y_zero_point,

@@ -128,13 +128,14 @@ def cmd_compile(args):
 
 
 def cmd_quantize(args):
-    from .modelfile import save_model
-    from .onnx.importer import import_onnx
     from .onnx.quantize import run_quantize
-    from .validate import validate
 
     onnx_out = run_quantize(args)
     if str(args.output).endswith(".syn"):
+        from .modelfile import save_model
+        from .onnx.importer import import_onnx
+        from .validate import validate
+
         g = import_onnx(onnx_out)
         validate(g, strict=False)
         mid = save_model(g, args.output)

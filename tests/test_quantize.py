@@ -39,8 +39,7 @@ def _float_model(path, batch="N"):
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 6, 6])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return str(path)
@@ -88,7 +87,8 @@ def test_qdq_defaults(qdq):
         assert w.dtype == np.int8 and z.dtype == np.int8
         n_out = C if op == "Conv" else 3
         assert s.shape == (n_out,) and np.all(z == 0)  # per-channel, symmetric
-    q_in = next(n for n in onnx.load(qdq).graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+    q_in = next(n for n in onnx.load(qdq).graph.node
+                if n.op_type == "QuantizeLinear" and n.input[0] == "x")
     assert _init(qdq, q_in.input[2]).dtype == np.int8  # int8 activations
 
 
@@ -118,6 +118,7 @@ def test_options(f32, tmp_path):
 
     raw = quantize_onnx(f32, calib, tmp_path / "raw.onnx", preprocess=False, progress=False)
     assert "BatchNormalization" in _ops(raw)
+    assert _init(raw, _weight_dq(raw, "BatchNormalization").input[1]).shape == (C,)  # per-channel
 
     ent = quantize_onnx(f32, calib, tmp_path / "ent.onnx", calibrate_method="entropy",
                         nodes_to_exclude=["fc"], progress=False)
@@ -129,14 +130,14 @@ def test_options(f32, tmp_path):
 def test_npz_and_fixed_batch(tmp_path):
     f32 = _float_model(tmp_path / "b1.onnx", batch=1)
     npz = tmp_path / "calib.npz"
-    np.savez(npz, **_calib(5))
+    np.savez(npz, labels=np.arange(5), **_calib(5))  # arrays that are not inputs are ignored
     out = quantize_onnx(f32, npz, tmp_path / "b1_int8.onnx", batch_size=4, progress=False)
     assert "QuantizeLinear" in _ops(out)
 
 
 @pytest.mark.parametrize("calib, err, text", [
-    ({"input": np.zeros((4, 1, 6, 6), np.float32)}, InputError, "missing ['x'], unknown ['input']"),
-    ({"x": np.zeros((4, 1, 6, 6), np.float32), "y": np.zeros((4, 3), np.float32)}, InputError, "unknown ['y']"),
+    ({"input": np.zeros((4, 1, 6, 6), np.float32)}, InputError,
+     "model input(s) ['x'] (arrays: ['input']"),
     ({"x": np.zeros((4, 1, 8, 8), np.float32)}, ShapeError, "(N, 1, 6, 6)"),
     ({"x": np.zeros((1, 6, 6), np.float32)}, ShapeError, "(1, 6, 6)"),
     ({"x": np.zeros((0, 1, 6, 6), np.float32)}, InputError, "no samples"),
@@ -186,3 +187,18 @@ def test_cli_arguments(f32, tmp_path, capsys):
 
     args = p.parse_args([f32, "-c", str(npz), "-o", str(tmp_path / "m.onnx"), "-q"])
     assert run_quantize(args) == str(tmp_path / "m.onnx")
+
+
+def test_two_inputs_need_equal_sample_counts(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])], "add",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3]) for n in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    path = tmp_path / "add.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(6, 3)).astype(np.float32)
+    with pytest.raises(ShapeError, match="different sample counts"):
+        quantize_onnx(path, {"a": a, "b": b}, tmp_path / "o.onnx", progress=False)
+    out = quantize_onnx(path, {"a": a, "b": b[:1].repeat(8, 0)}, tmp_path / "o.onnx", progress=False)
+    assert "QuantizeLinear" in _ops(out)

@@ -30,11 +30,13 @@ def quantize_onnx(model_f32_path, calibration, out_path, *, fmt="qdq", per_chann
                   calibrate_method="minmax", batch_size=32, progress=True, **passthrough):
     """Quantize `model_f32_path` with calibration data and write the int8 model to `out_path`.
 
-    calibration: {input name: array (N, ...)} or the path of an .npz holding exactly
-    the model's inputs; N samples are fed in batches of `batch_size` (or the model's
-    fixed batch size). extra_options: onnxruntime's (WeightSymmetric defaults to
-    True). passthrough: other quantize_static keywords (nodes_to_exclude,
-    op_types_to_quantize, reduce_range, calibration_cache_path, ...).
+    calibration: {input name: array (N, ...)} or the path of an .npz with one array
+    per model input (other arrays, such as labels, are ignored); the N samples go
+    to onnxruntime in batches of `batch_size` (or the model's fixed batch size).
+    extra_options: onnxruntime's (defaults: WeightSymmetric True, BatchNormalization
+    scales per channel on axis 0). passthrough: other quantize_static keywords
+    (nodes_to_exclude, op_types_to_quantize, reduce_range, calibration_cache_path...).
+    Errors are synapse_gpu errors (ValueError/TypeError for bad keyword values).
     Returns out_path as a str.
     """
     import onnx
@@ -68,6 +70,9 @@ def quantize_onnx(model_f32_path, calibration, out_path, *, fmt="qdq", per_chann
               "percentile": CalibrationMethod.Percentile,
               "distribution": CalibrationMethod.Distribution}[calibrate_method]
     options = {"WeightSymmetric": True, **(extra_options or {})}
+    # ORT looks for a BatchNormalization scale's channels on axis 1; the scale is 1-D.
+    options["QDQOpTypePerChannelSupportToAxis"] = {
+        "BatchNormalization": 0, **options.get("QDQOpTypePerChannelSupportToAxis", {})}
     out_path = str(out_path)
     with tempfile.TemporaryDirectory(prefix="synapse_quant_") as tmp:
         src = model_f32_path
@@ -165,15 +170,15 @@ def _load_calibration(calibration, inputs, model_path):
     else:
         arrays = {k: np.asarray(v) for k, v in dict(calibration).items()}
         src = "calibration dict"
-    names, have = list(inputs), set(arrays)
+    names = list(inputs)
     if not names:
         raise InputError(f"{model_path} has no graph inputs to calibrate")
-    if have != set(names):
-        missing, extra = [n for n in names if n not in have], sorted(have - set(names))
+    missing = [n for n in names if n not in arrays]
+    if missing:
         raise InputError(
-            f"{src}: calibration arrays {sorted(have)} do not match the inputs of {model_path}, "
-            f"{names} (missing {missing}, unknown {extra}); save one array per input under the "
-            f"input's name, e.g. np.savez(path, **{{{names[0]!r}: x}})")
+            f"{src}: no calibration array for the model input(s) {missing} (arrays: "
+            f"{sorted(arrays)}; the inputs of {model_path}: {names}); save one array per input "
+            f"under the input's name, e.g. np.savez(path, **{{{names[0]!r}: x}})")
     counts = set()
     out = {}
     for name, (dtype, dims) in inputs.items():

@@ -1,0 +1,65 @@
+// dense.cu: dense (fully connected) and matmul (reference/dense.py).
+//
+// Variants:
+//   v1  naive: one thread per output element, the reduction over k in ascending
+//       order, int32 accumulator.
+//
+// Overflow: the core proves at load that the int32 accumulator cannot overflow:
+// dense per output column j, sum_k |W[k, j] - z_w[j]| * max|x - z_x| + |bias[j]| < 2^31;
+// matmul K * max|a - z_a| * max|b - z_b| < 2^31.
+#include "synapse_int.cuh"
+
+// y[r, j] of x (rows, K) times W (K, M); W[k, j] = w[j, k] if trans_w (w stored
+// (M, K)) else w[k, j] (w stored (K, M)).
+__host__ __device__ __forceinline__ i8 dense_output(
+    const i8* x, const i8* w, const int* bias, const i64* multiplier, const i64* shift,
+    const int* w_zero_point, i64 i, i64 K, i64 M, i64 trans_w,
+    i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
+    const i64 j = i % M;
+    const i8* xr = x + i / M * K;
+    const i64 zw = w_zero_point[j];
+    int acc = bias[j];
+    for (i64 k = 0; k < K; ++k) {
+        const i64 wv = trans_w ? w[j * K + k] : w[k * M + j];
+        acc += (int)(xr[k] - x_zero_point) * (int)(wv - zw);
+    }
+    return syn_requant(acc, multiplier[j], shift[j], y_zero_point, qmin, qmax);
+}
+
+extern "C" __global__ void dense_v1(
+    const i8* x, const i8* w, const int* bias, const i64* multiplier, const i64* shift,
+    const int* w_zero_point, i8* y,
+    i64 rows, i64 K, i64 M, i64 trans_w, i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
+    SYN_FOR_EACH_OUTPUT(i, rows * M)
+        y[i] = dense_output(x, w, bias, multiplier, shift, w_zero_point, i, K, M, trans_w,
+                            x_zero_point, y_zero_point, qmin, qmax);
+}
+
+// y[..., r, c] = requant(sum_k (a[..., r, k] - z_a) * (b[..., k, c] - z_b)) with numpy
+// broadcasting over the leading (batch) axes. meta holds, for the `rank` batch
+// axes of y: y's batch shape, then a's and b's matrix strides along them (in
+// elements, 0 where that operand is broadcast).
+__host__ __device__ __forceinline__ i8 matmul_output(
+    const i8* a, const i8* b, const i64* meta, i64 i, i64 rank, i64 M, i64 K, i64 N,
+    i64 a_zero_point, i64 b_zero_point, i64 y_zero_point, i64 multiplier, i64 shift,
+    i64 qmin, i64 qmax) {
+    const i64 c = i % N;
+    const i64 r = i / N % M;
+    const i64 batch = i / (M * N);
+    const i8* ar = a + syn_offset(batch, rank, meta, meta + rank) + r * K;
+    const i8* bc = b + syn_offset(batch, rank, meta, meta + 2 * rank) + c;
+    int acc = 0;
+    for (i64 k = 0; k < K; ++k)
+        acc += (int)(ar[k] - a_zero_point) * (int)(bc[k * N] - b_zero_point);
+    return syn_requant(acc, multiplier, shift, y_zero_point, qmin, qmax);
+}
+
+extern "C" __global__ void matmul_v1(
+    const i8* a, const i8* b, const i64* meta, i8* y,
+    i64 batches, i64 rank, i64 M, i64 K, i64 N,
+    i64 a_zero_point, i64 b_zero_point, i64 y_zero_point, i64 multiplier, i64 shift,
+    i64 qmin, i64 qmax) {
+    SYN_FOR_EACH_OUTPUT(i, batches * M * N)
+        y[i] = matmul_output(a, b, meta, i, rank, M, K, N, a_zero_point, b_zero_point,
+                             y_zero_point, multiplier, shift, qmin, qmax);
+}

@@ -1,0 +1,127 @@
+// elementwise.cu: requantize, batchnorm, relu, clip, prelu, add, mul, lut
+// (reference/elementwise.py, reference/tables.py).
+//
+// Variants:
+//   v1  naive: one thread per output element.
+//
+// Per-channel params run along axis 1 of (N, C, inner...): channel = i / inner % C.
+// add and mul broadcast like numpy through a table (meta) holding y's shape and
+// each operand's strides along y's axes (0 where broadcast).
+// Bounds: |x - z_x| <= 255; batchnorm |acc| <= 255 * 128 + |bias| < 2^31 (checked at
+// load); prelu |d * slope| <= 32640; mul |da * db| <= 65025; add needs int64 (below).
+#include "synapse_int.cuh"
+
+__host__ __device__ __forceinline__ i8 requantize_output(
+    const i8* x, i64 i, i64 x_zero_point, i64 y_zero_point, i64 multiplier, i64 shift,
+    i64 qmin, i64 qmax) {
+    return syn_requant(x[i] - x_zero_point, multiplier, shift, y_zero_point, qmin, qmax);
+}
+
+extern "C" __global__ void requantize_v1(
+    const i8* x, i8* y, i64 n,
+    i64 x_zero_point, i64 y_zero_point, i64 multiplier, i64 shift, i64 qmin, i64 qmax) {
+    SYN_FOR_EACH_OUTPUT(i, n)
+        y[i] = requantize_output(x, i, x_zero_point, y_zero_point, multiplier, shift, qmin, qmax);
+}
+
+// acc = (x - z_x) * scale[c] + bias[c], requantized per channel c. One product and
+// one sum: computed in int64, which equals int32 under the load-time bound at no cost.
+__host__ __device__ __forceinline__ i8 batchnorm_output(
+    const i8* x, const i8* scale, const int* bias, const i64* multiplier, const i64* shift,
+    i64 i, i64 C, i64 inner, i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
+    const i64 c = i / inner % C;
+    const i64 acc = (x[i] - x_zero_point) * scale[c] + bias[c];
+    return syn_requant(acc, multiplier[c], shift[c], y_zero_point, qmin, qmax);
+}
+
+extern "C" __global__ void batchnorm_v1(
+    const i8* x, const i8* scale, const int* bias, const i64* multiplier, const i64* shift,
+    i8* y, i64 n, i64 C, i64 inner, i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
+    SYN_FOR_EACH_OUTPUT(i, n)
+        y[i] = batchnorm_output(x, scale, bias, multiplier, shift, i, C, inner, x_zero_point,
+                                y_zero_point, qmin, qmax);
+}
+
+// Real 0 is the code z_x: y = max(x, z_x), same scale and zero point.
+__host__ __device__ __forceinline__ i8 relu_output(const i8* x, i64 i, i64 x_zero_point) {
+    return (i8)syn_max(x[i], x_zero_point);
+}
+
+extern "C" __global__ void relu_v1(const i8* x, i8* y, i64 n, i64 x_zero_point) {
+    SYN_FOR_EACH_OUTPUT(i, n) y[i] = relu_output(x, i, x_zero_point);
+}
+
+__host__ __device__ __forceinline__ i8 clip_output(const i8* x, i64 i, i64 qmin, i64 qmax) {
+    return (i8)syn_clamp(x[i], qmin, qmax);
+}
+
+extern "C" __global__ void clip_v1(const i8* x, i8* y, i64 n, i64 qmin, i64 qmax) {
+    SYN_FOR_EACH_OUTPUT(i, n) y[i] = clip_output(x, i, qmin, qmax);
+}
+
+// d = x - z_x; d >= 0: requant(d; pos), else requant(d * slope[c]; multiplier[c], shift[c]).
+__host__ __device__ __forceinline__ i8 prelu_output(
+    const i8* x, const i8* slope, const i64* multiplier, const i64* shift, i64 i, i64 C,
+    i64 inner, i64 x_zero_point, i64 y_zero_point, i64 pos_multiplier, i64 pos_shift,
+    i64 qmin, i64 qmax) {
+    const i64 d = x[i] - x_zero_point;
+    if (d >= 0) return syn_requant(d, pos_multiplier, pos_shift, y_zero_point, qmin, qmax);
+    const i64 c = i / inner % C;
+    return syn_requant(d * slope[c], multiplier[c], shift[c], y_zero_point, qmin, qmax);
+}
+
+extern "C" __global__ void prelu_v1(
+    const i8* x, const i8* slope, const i64* multiplier, const i64* shift, i8* y,
+    i64 n, i64 C, i64 inner, i64 x_zero_point, i64 y_zero_point, i64 pos_multiplier,
+    i64 pos_shift, i64 qmin, i64 qmax) {
+    SYN_FOR_EACH_OUTPUT(i, n)
+        y[i] = prelu_output(x, slope, multiplier, shift, i, C, inner, x_zero_point, y_zero_point,
+                            pos_multiplier, pos_shift, qmin, qmax);
+}
+
+// y = clamp(rhe((da * A + db * B) / 2^K) + z_y). |d| <= 255 < 2^8 and A, B < 2^54
+// (add_multipliers), so the sum is below 2^63: exact in int64, never int32.
+__host__ __device__ __forceinline__ i8 add_output(
+    const i8* a, const i8* b, const i64* meta, i64 i, i64 rank, i64 a_zero_point,
+    i64 b_zero_point, i64 y_zero_point, i64 a_multiplier, i64 b_multiplier, i64 shift,
+    i64 qmin, i64 qmax) {
+    const i64 da = a[syn_offset(i, rank, meta, meta + rank)] - a_zero_point;
+    const i64 db = b[syn_offset(i, rank, meta, meta + 2 * rank)] - b_zero_point;
+    return (i8)syn_clamp(syn_scale_by_pow2(da * a_multiplier + db * b_multiplier, shift)
+                         + y_zero_point, qmin, qmax);
+}
+
+extern "C" __global__ void add_v1(
+    const i8* a, const i8* b, const i64* meta, i8* y, i64 n, i64 rank,
+    i64 a_zero_point, i64 b_zero_point, i64 y_zero_point, i64 a_multiplier, i64 b_multiplier,
+    i64 shift, i64 qmin, i64 qmax) {
+    SYN_FOR_EACH_OUTPUT(i, n)
+        y[i] = add_output(a, b, meta, i, rank, a_zero_point, b_zero_point, y_zero_point,
+                          a_multiplier, b_multiplier, shift, qmin, qmax);
+}
+
+__host__ __device__ __forceinline__ i8 mul_output(
+    const i8* a, const i8* b, const i64* meta, i64 i, i64 rank, i64 a_zero_point,
+    i64 b_zero_point, i64 y_zero_point, i64 multiplier, i64 shift, i64 qmin, i64 qmax) {
+    const i64 da = a[syn_offset(i, rank, meta, meta + rank)] - a_zero_point;
+    const i64 db = b[syn_offset(i, rank, meta, meta + 2 * rank)] - b_zero_point;
+    return syn_requant(da * db, multiplier, shift, y_zero_point, qmin, qmax);
+}
+
+extern "C" __global__ void mul_v1(
+    const i8* a, const i8* b, const i64* meta, i8* y, i64 n, i64 rank,
+    i64 a_zero_point, i64 b_zero_point, i64 y_zero_point, i64 multiplier, i64 shift,
+    i64 qmin, i64 qmax) {
+    SYN_FOR_EACH_OUTPUT(i, n)
+        y[i] = mul_output(a, b, meta, i, rank, a_zero_point, b_zero_point, y_zero_point,
+                          multiplier, shift, qmin, qmax);
+}
+
+// y = table[x + 128]: the table was computed once at build time (no float here).
+__host__ __device__ __forceinline__ i8 lut_output(const i8* x, const i8* table, i64 i) {
+    return table[x[i] + 128];
+}
+
+extern "C" __global__ void lut_v1(const i8* x, const i8* table, i8* y, i64 n) {
+    SYN_FOR_EACH_OUTPUT(i, n) y[i] = lut_output(x, table, i);
+}

@@ -1,0 +1,97 @@
+"""What an ONNX tensor is to the importer (see importer.py's docstring)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from onnx import TensorProto
+
+# A batch size in a folded shape computation (Shape of an activation): it may be
+# copied, gathered, concatenated, but never used in arithmetic.
+BATCH_SYM = -(1 << 62)
+
+
+@dataclass
+class Const:
+    """A constant: initializer, Constant node, or a folded computation (original dtype)."""
+
+    value: np.ndarray
+
+
+@dataclass
+class Int:
+    """An int8 tensor of the integer graph; its scale/zero point are builder.quant[t].
+
+    dtype is the ONNX type it had (INT8 or UINT8): raw integer ops (Relu, Clip,
+    Pad values on a quantized tensor) depend on it, since uint8 codes are shifted.
+    """
+
+    t: str
+    dtype: int = TensorProto.INT8
+
+
+@dataclass
+class Deq:
+    """DequantizeLinear(Int): a float tensor that is exactly s * (q - z) for int8 q."""
+
+    t: str
+    scale: float
+    zp: int
+
+
+@dataclass
+class QConst:
+    """DequantizeLinear(constant): weights or bias, kept as integers + quantization."""
+
+    q: np.ndarray  # int8 (8-bit codes, uint8 shifted) or int32
+    scale: np.ndarray  # float32, () or (n,)
+    zp: np.ndarray  # int64, shaped like scale (int8 domain)
+    axis: int
+
+    def real(self):
+        """The float32 values DequantizeLinear gives: f32(f32(q - z) * s)."""
+        shape = [1] * self.q.ndim
+        if self.scale.ndim:
+            shape[self.axis] = -1
+        d = (self.q.astype(np.int64) - self.zp.reshape(shape)).astype(np.float32)
+        return d * self.scale.reshape(shape)
+
+
+@dataclass
+class FloatIn:
+    """A float graph input before its QuantizeLinear (the boundary quantize)."""
+
+    name: str
+    shape: tuple
+
+
+@dataclass
+class Pending:
+    """A float op on Deq inputs, waiting for the QuantizeLinear that gives its output
+    scale. emit(y_scale, y_zp, qmin, qmax) adds the integer node(s) and returns the
+    tensor. lo/hi: real clamp bounds of a Relu/Clip that followed the op."""
+
+    node: object
+    emit: Callable
+    lo: float | None = None
+    hi: float | None = None
+    done: dict = field(default_factory=dict)  # (scale, zp, lo, hi) -> tensor
+
+
+@dataclass
+class Acc:
+    """The int32 accumulator of ConvInteger/MatMulInteger, before its rescale.
+
+    The ONNX chain that follows (Cast to float, Mul by the scale, Add a float
+    bias, Relu/Clip, QuantizeLinear) is collected here and emitted as ONE conv or
+    dense node: emit(scale_c, bias, y_scale, y_zp, qmin, qmax) -> tensor.
+    """
+
+    node: object
+    emit: Callable
+    channels: int
+    scale: np.ndarray | None = None  # float32 per output channel
+    bias: np.ndarray | None = None  # float32 per output channel, real units
+    lo: float | None = None
+    hi: float | None = None
