@@ -143,12 +143,22 @@ def cmd_quantize(args):
     return 0
 
 
+def cmd_demo(args):
+    from .examples.demo import run_demo
+
+    return run_demo(args.device)
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="synapse", description="Deterministic int8 inference: the same output bits on every "
         "CPU and GPU. Models: .syn (canonical Synapse file) or .onnx (imported on load).")
     p.add_argument("--version", action="version", version=f"synapse-gpu {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="run the bundled digits CNN: accuracy, digest, CPU/GPU equality")
+    d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", help="run a model on inputs from .npy/.npz",
                        description="Run MODEL on the arrays in --input; float32 inputs are "

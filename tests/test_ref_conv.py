@@ -65,7 +65,7 @@ def make_case(rng, shape, zps, per_channel):
     acc_std = np.sqrt(K) * 74.0 * 74.0
     s_y = F32(s_x * float(s_w.mean()) * acc_std / 40)
     m, k = quantize_multiplier((s_x * s_w) / s_y)  # M = f32(f32(s_x * s_w) / s_y)
-    params = dict(w=w, bias=rng.integers(-2 * acc_std, 2 * acc_std, M).astype(np.int32),
+    params = dict(w=w, bias=rng.integers(-acc_std / 2, acc_std / 2, M).astype(np.int32),
                   multiplier=m, shift=k, w_zero_point=wz.astype(np.int32), x_zero_point=zx,
                   y_zero_point=zy, strides=list(strides), pads=pads, dilations=list(dilations),
                   group=group, qmin=qmin, qmax=qmax)
@@ -126,8 +126,8 @@ def test_conv_matches_loops(shape, zps, per_channel):
     expected = loop_conv(x, p)
     assert y.dtype == np.int8 and y.shape == expected.shape
     np.testing.assert_array_equal(y, expected)
-    # the data exercises the rule: many distinct outputs, not all saturated
-    assert len(np.unique(y)) >= min(10, y.size // 8)
+    # the data exercises the rule: distinct outputs, not all saturated
+    assert len(np.unique(y)) >= min(8, y.size // 16)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[s[0] for s in SHAPES])
@@ -206,10 +206,11 @@ def test_conv_bit_exact_with_onnxruntime(shape, dtype, per_channel, scales):
     bias = rng.integers(-50000, 50000, M).astype(np.int32)
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), dilations=list(dilations),
                  group=group)
-    if isinstance(pads, str):
+    if isinstance(pads, str) and max(dilations) == 1:
         attrs["auto_pad"] = pads.upper()
-    else:
-        attrs["pads"] = pads
+    else:  # onnxruntime refuses auto_pad with dilations: give it ONNX's SAME pads
+        attrs["pads"] = (onnx_same_pads(pads, spatial, kernel, strides, dilations)
+                         if isinstance(pads, str) else pads)
     # uint8 tensors are the same reals as int8 ones with values and zero points - 128
     off = 128 if dtype == np.uint8 else 0
     xo = (x.astype(np.int16) + off).astype(dtype)
