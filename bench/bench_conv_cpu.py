@@ -3,8 +3,10 @@
 Every distinct conv shape of ResNet-50 v1.5 at batch 1, 224x224 input, run in one
 process through backends/cpu_conv.py (weights prepared once) and through a
 single-node onnxruntime QLinearConv model (CPU provider, default options,
-intra_op_num_threads = 2) on the same int8 data. Each layer's outputs must be
-equal bit for bit before it is timed. Times are medians after warm-up, the two
+intra_op_num_threads = 2) on the same int8 data. For reference a third column times
+onnxruntime on the same reals as uint8 activations (values and zero points + 128),
+the layout its x86 VNNI kernels prefer. Each layer's outputs must be equal bit for
+bit (both onnxruntime variants) before it is timed. Times are medians after warm-up, the two
 engines timed in alternating blocks; the totals weight each shape by how many times
 ResNet-50 uses it (53 convs).
 
@@ -60,7 +62,8 @@ LAYERS = [
 
 
 def make_layer(rng, C, M, H, k, s, zx):
-    pad = k // 2
+    """int8 data and our params for one layer, and its QLinearConv for int8 and uint8."""
+    pad, zy = k // 2, -3
     wf = rng.standard_normal((M, C, k, k)).astype(F32)
     s_w = (np.abs(wf).reshape(M, -1).max(axis=1) / F32(127)).astype(F32)
     w = np.clip(np.rint(wf / s_w.reshape(M, 1, 1, 1)), -127, 127).astype(np.int8)
@@ -71,30 +74,36 @@ def make_layer(rng, C, M, H, k, s, zx):
     bias = rng.integers(-int(acc_std), int(acc_std) + 1, M).astype(np.int32)
     m, sh = quantize_multiplier((s_x * s_w) / s_y)  # f32(f32(s_x * s_w) / s_y)
     params = dict(w=w, bias=bias, multiplier=m, shift=sh, w_zero_point=np.zeros(M, np.int32),
-                  x_zero_point=zx, y_zero_point=-3, strides=[s, s], pads=[pad] * 4,
+                  x_zero_point=zx, y_zero_point=zy, strides=[s, s], pads=[pad] * 4,
                   dilations=[1, 1], group=1)
-    inits = [numpy_helper.from_array(np.array(s_x, F32), "xs"),
-             numpy_helper.from_array(np.array(zx, np.int8), "xz"),
-             numpy_helper.from_array(w, "w"), numpy_helper.from_array(s_w, "ws"),
-             numpy_helper.from_array(np.zeros(M, np.int8), "wz"),
-             numpy_helper.from_array(np.array(s_y, F32), "ys"),
-             numpy_helper.from_array(np.array(-3, np.int8), "yz"),
-             numpy_helper.from_array(bias, "b")]
-    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
-                            ["y"], kernel_shape=[k, k], strides=[s, s], pads=[pad] * 4)
-    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info(
-        "x", TensorProto.INT8, x.shape)], [helper.make_tensor_value_info(
-            "y", TensorProto.INT8, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    return x, params, model.SerializeToString()
+
+    def model(dtype, offset):  # uint8: the same reals with values and zero points + 128
+        elem = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+        inits = [numpy_helper.from_array(np.array(s_x, F32), "xs"),
+                 numpy_helper.from_array(np.array(zx + offset, dtype), "xz"),
+                 numpy_helper.from_array(w, "w"), numpy_helper.from_array(s_w, "ws"),
+                 numpy_helper.from_array(np.zeros(M, np.int8), "wz"),
+                 numpy_helper.from_array(np.array(s_y, F32), "ys"),
+                 numpy_helper.from_array(np.array(zy + offset, dtype), "yz"),
+                 numpy_helper.from_array(bias, "b")]
+        node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz",
+                                                "b"], ["y"], kernel_shape=[k, k],
+                                strides=[s, s], pads=[pad] * 4)
+        graph = helper.make_graph(
+            [node], "conv", [helper.make_tensor_value_info("x", elem, x.shape)],
+            [helper.make_tensor_value_info("y", elem, None)], inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                                 ir_version=8).SerializeToString()
+
+    return x, params, model(np.int8, 0), model(np.uint8, 128)
 
 
 def median_times(fns, warmup, rounds, reps):
-    """Median seconds of each fn, timed in alternating blocks of ``reps`` runs.
+    """Median and minimum seconds of each fn, timed in alternating blocks of ``reps`` runs.
 
-    Alternating spreads the machine's noise (a shared host) over both engines; the
-    pause before each block lets the other engine's idle threads (OpenBLAS and
-    onnxruntime spin for a while after a call) stop competing for the 2 cores.
+    Alternating spreads the machine's noise (a shared host) over the engines; the pause
+    before each block lets the other engine's idle threads (OpenBLAS and onnxruntime
+    spin for a while after a call) stop competing for the cores.
     """
     samples = [[] for _ in fns]
     for r in range(rounds):
@@ -106,7 +115,7 @@ def median_times(fns, warmup, rounds, reps):
                 t0 = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in samples]
+    return [(float(np.median(t)), min(t)) for t in samples]
 
 
 def main():
@@ -120,28 +129,35 @@ def main():
     rng = np.random.default_rng(2024)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
-    ours_total = ort_total = 0.0
-    print(f"{'layer':22s} {'out':>13s} {'uses':>4s} {'chunks':>6s} {'ours ms':>8s} "
-          f"{'ORT ms':>8s} {'ours/ORT':>8s}")
+    totals = np.zeros((3, 2))  # engine x (median, min), weighted by uses
+    print(f"{'layer':20s} {'out':>14s} {'uses':>4s} {'chunks':>6s} {'ours ms':>8s} "
+          f"{'ORT ms':>8s} {'ours/ORT':>8s} {'ORT-u8 ms':>9s}")
     for name, C, M, H, k, s, uses in LAYERS:
-        x, params, model = make_layer(rng, C, M, H, k, s, -10 if k == 7 else -128)
+        x, params, model_s8, model_u8 = make_layer(rng, C, M, H, k, s, -10 if k == 7 else -128)
         prepared = cpu_conv.prepare_conv(**params)
-        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        ours, ref = prepared(x), sess.run(None, {"x": x})[0]
-        if not np.array_equal(ours, ref):
-            raise AssertionError(f"{name}: {np.count_nonzero(ours != ref)} of {ref.size} "
-                                 "outputs differ from onnxruntime")
-        t_ours, t_ort = median_times([lambda: prepared(x), lambda: sess.run(None, {"x": x})],
-                                     warmup, rounds, reps)
-        ours_total += uses * t_ours
-        ort_total += uses * t_ort
-        print(f"{name:22s} {str(ours.shape[1:]):>13s} {uses:4d} "
+        s8 = ort.InferenceSession(model_s8, so, providers=["CPUExecutionProvider"])
+        u8 = ort.InferenceSession(model_u8, so, providers=["CPUExecutionProvider"])
+        xu = (x.astype(np.int16) + 128).astype(np.uint8)
+        ours = prepared(x)
+        for engine, y in (("int8", s8.run(None, {"x": x})[0]),
+                          ("uint8", (u8.run(None, {"x": xu})[0].astype(np.int16) - 128))):
+            if not np.array_equal(ours, y):
+                raise AssertionError(f"{name}: {np.count_nonzero(ours != y)} of {y.size} "
+                                     f"outputs differ from onnxruntime's {engine} QLinearConv")
+        times = median_times([lambda: prepared(x), lambda: s8.run(None, {"x": x}),
+                              lambda: u8.run(None, {"x": xu})], warmup, rounds, reps)
+        totals += uses * np.array(times)
+        (t_ours, _), (t_ort, _), (t_u8, _) = times
+        print(f"{name:20s} {str(ours.shape[1:]):>14s} {uses:4d} "
               f"{len(prepared.gemm.splits) - 1:6d} {t_ours * 1e3:8.3f} {t_ort * 1e3:8.3f} "
-              f"{t_ours / t_ort:8.2f}")
-    print(f"{'ResNet-50 convs (53)':22s} {'':13s} {'':4s} {'':6s} {ours_total * 1e3:8.2f} "
-          f"{ort_total * 1e3:8.2f} {ours_total / ort_total:8.2f}")
-    print(f"all outputs bit-identical to onnxruntime; total time ours / ORT = "
-          f"{ours_total / ort_total:.2f}")
+              f"{t_ours / t_ort:8.2f} {t_u8 * 1e3:9.3f}")
+    (ours_t, ours_min), (ort_t, ort_min), (u8_t, u8_min) = totals
+    print(f"{'ResNet-50, 53 convs':20s} {'':14s} {'':4s} {'':6s} {ours_t * 1e3:8.2f} "
+          f"{ort_t * 1e3:8.2f} {ours_t / ort_t:8.2f} {u8_t * 1e3:9.2f}")
+    print("all outputs bit-identical to onnxruntime's QLinearConv (int8 and uint8)")
+    print(f"total ours / ORT int8 = {ours_t / ort_t:.2f} (medians), {ours_min / ort_min:.2f} "
+          f"(best runs); ours / ORT uint8 = {ours_t / u8_t:.2f} (medians), "
+          f"{ours_min / u8_min:.2f} (best runs)")
 
 
 if __name__ == "__main__":

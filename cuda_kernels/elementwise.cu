@@ -5,6 +5,8 @@
 //   v1  naive: one thread per output element.
 //
 // Per-channel params run along axis 1 of (N, C, inner...): channel = i / inner % C.
+// requant adds z_y after rounding (MLAS); add and mul add it before (ONNX Runtime's
+// QLinearAdd / QLinearMul): the two differ only at exact ties with an odd z_y.
 // add and mul broadcast like numpy through a table (meta) holding y's shape and
 // each operand's strides along y's axes (0 where broadcast).
 // Bounds: |x - z_x| <= 255; batchnorm |acc| <= 255 * 128 + |bias| < 2^31 (checked at
@@ -79,16 +81,17 @@ extern "C" __global__ void prelu_v1(
                             pos_multiplier, pos_shift, qmin, qmax);
 }
 
-// y = clamp(rhe((da * A + db * B) / 2^K) + z_y). |d| <= 255 < 2^8 and A, B < 2^54
-// (add_multipliers), so the sum is below 2^63: exact in int64, never int32.
+// y = clamp(rhe((da * A + db * B) / 2^K + z_y)): one rounding of the exact value, ties
+// to the even output code. |d| <= 255 < 2^8 and A, B < 2^54 (add_multipliers), so the
+// sum is below 2^63: exact in int64, never int32.
 __host__ __device__ __forceinline__ i8 add_output(
     const i8* a, const i8* b, const i64* meta, i64 i, i64 rank, i64 a_zero_point,
     i64 b_zero_point, i64 y_zero_point, i64 a_multiplier, i64 b_multiplier, i64 shift,
     i64 qmin, i64 qmax) {
     const i64 da = a[syn_offset(i, rank, meta, meta + rank)] - a_zero_point;
     const i64 db = b[syn_offset(i, rank, meta, meta + 2 * rank)] - b_zero_point;
-    return (i8)syn_clamp(syn_scale_by_pow2(da * a_multiplier + db * b_multiplier, shift)
-                         + y_zero_point, qmin, qmax);
+    return (i8)syn_clamp(syn_round_shift_zp(da * a_multiplier + db * b_multiplier, shift,
+                                            y_zero_point), qmin, qmax);
 }
 
 extern "C" __global__ void add_v1(
@@ -100,12 +103,13 @@ extern "C" __global__ void add_v1(
                           a_multiplier, b_multiplier, shift, qmin, qmax);
 }
 
+// y = requant_zp_inside((a - z_a) * (b - z_b)), as ONNX Runtime's QLinearMul rounds.
 __host__ __device__ __forceinline__ i8 mul_output(
     const i8* a, const i8* b, const i64* meta, i64 i, i64 rank, i64 a_zero_point,
     i64 b_zero_point, i64 y_zero_point, i64 multiplier, i64 shift, i64 qmin, i64 qmax) {
     const i64 da = a[syn_offset(i, rank, meta, meta + rank)] - a_zero_point;
     const i64 db = b[syn_offset(i, rank, meta, meta + 2 * rank)] - b_zero_point;
-    return syn_requant(da * db, multiplier, shift, y_zero_point, qmin, qmax);
+    return syn_requant_zp_inside(da * db, multiplier, shift, y_zero_point, qmin, qmax);
 }
 
 extern "C" __global__ void mul_v1(

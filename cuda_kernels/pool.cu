@@ -74,14 +74,16 @@ struct SumTap {
 };
 
 // sum of (x - z_x) over the valid taps (padding is real 0); n = taps in the padded
-// region if count_include_pad else valid taps; y = requant(sum; multiplier[n],
-// shift[n]): the tables hold M/n, so dividing and rescaling is one rounding.
+// region if count_include_pad else valid taps; y = requant_zp_inside(sum;
+// multiplier[n], shift[n], z_y): the tables hold M/n, so dividing and rescaling is
+// one rounding, ties to the even output code (ONNX Runtime's QLinearAveragePool).
 __host__ __device__ __forceinline__ i8 avg_pool_output(
     const PoolArgs& a, const i64* multiplier, const i64* shift, i64 i, i64 count_include_pad,
     i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
     SumTap t = {x_zero_point, count_include_pad, 0, 0};
     pool_window(a, i, t);
-    return syn_requant(t.sum, multiplier[t.count], shift[t.count], y_zero_point, qmin, qmax);
+    return syn_requant_zp_inside(t.sum, multiplier[t.count], shift[t.count], y_zero_point,
+                                 qmin, qmax);
 }
 
 extern "C" __global__ void max_pool_v1(

@@ -2,7 +2,8 @@
 //
 // Requantization reproduces reference/requant.py bit for bit (docs/SPEC.md,
 // "Requantization"): an integer emulation of MLAS's float32 requantize
-//     y = clamp(rint_half_even(f32(f32(acc) * M)) + z_y, qmin, qmax),  M = m * 2^-k.
+//     y = clamp(rint_half_even(f32(f32(acc) * M)) + z_y, qmin, qmax),  M = m * 2^-k,
+// and its zero-point-inside twin (reference/elementwise.py) for add, mul, avg_pool.
 // No floating point anywhere: every step is an exact int64 operation.
 //
 // Kernel conventions (synapse_gpu/backends/cuda.py packs arguments by them):
@@ -93,6 +94,29 @@ __host__ __device__ __forceinline__ i8 syn_requant(i64 acc, i64 m, i64 k, i64 ze
     const i64 a = syn_round_to_24_bits(acc);
     const i64 p = syn_round_to_24_bits(a * m);
     return (i8)syn_clamp(syn_scale_by_pow2(p, k) + zero_point, qmin, qmax);
+}
+
+// round_half_even(v * 2^-s + z) for any integer shift s: z joins BEFORE the
+// rounding, so a tie goes to the even output code (ONNX Runtime's QLinearAdd,
+// QLinearMul and QLinearAveragePool round float(v * M + z_y)); as
+// elementwise.round_shift_zp. Exact for |v| < 2^63 when s <= 62; a larger s acts as
+// 62 (result z for |v| < 2^61). s <= 0 scales up and saturates like requant.
+__host__ __device__ __forceinline__ i64 syn_round_shift_zp(i64 v, i64 s, i64 z) {
+    if (s <= 0) return syn_scale_by_pow2(v, s) + z;
+    const i64 t = s > 62 ? 62 : s;
+    i64 q = v >> t;                        // floor(v / 2^t): arithmetic shift
+    const i64 r = v & ((1LL << t) - 1);    // v - q 2^t, in [0, 2^t)
+    q += (r > (1LL << (t - 1))) || (r == (1LL << (t - 1)) && ((q + z) & 1));
+    return q + z;
+}
+
+// requant with the zero point added before the last rounding (see above):
+//     y = clamp(rhe(f32(f32(acc) * M) + z), qmin, qmax); |acc| <= 2^31.
+__host__ __device__ __forceinline__ i8 syn_requant_zp_inside(i64 acc, i64 m, i64 k,
+                                                             i64 zero_point, i64 qmin,
+                                                             i64 qmax) {
+    const i64 p = syn_round_to_24_bits(syn_round_to_24_bits(acc) * m);
+    return (i8)syn_clamp(syn_round_shift_zp(p, k, zero_point), qmin, qmax);
 }
 
 // Offset in an operand of output element i, for an output of the given shape

@@ -53,7 +53,8 @@ def bit_length(v):
 def round_shift(v, s):
     """round_half_even(v / 2^s) for int64 v and shift s >= 0 (elementwise).
 
-    Exact for |v| < 2^61; shifts above 62 act as 62 (the result is 0 then).
+    Exact for any int64 v with s <= 62; a larger s acts as 62, still exact (0)
+    for |v| < 2^61.
     """
     v = np.asarray(v, dtype=np.int64)
     s = np.minimum(np.asarray(s, dtype=np.int64), 62)
@@ -104,14 +105,15 @@ def add_multipliers(m_a, m_b):
     """Integer multipliers (A, B, K) for y = rhe((da * M_a + db * M_b) * 1) of add.
 
     M_a = m_a 2^-k_a and M_b = m_b 2^-k_b (float32, from quantize_multiplier) are
-    brought to one shift K = min(max(k_a, k_b), min(k_a, k_b) + 30) so that
-    |d| * A < 2^8 * 2^24 * 2^30 = 2^62: the sum da*A + db*B is exact in int64.
+    brought to one shift K = min(max(k_a, k_b), min(k_a, k_b) + 30, 62) so that
+    |d| * A < 2^8 * 2^24 * 2^30 = 2^62: the sum da*A + db*B is exact in int64, and
+    K stays within the shifts round_shift handles exactly.
     A term whose own shift exceeds K (a multiplier over 2^30 times smaller than
     the other) is rounded half-even to K bits: the only approximation of the rule.
     """
     (ma, ka), (mb, kb) = (tuple(int(v) for v in quantize_multiplier(x)) for x in (m_a, m_b))
     ks = [k for m, k in ((ma, ka), (mb, kb)) if m != 0] or [0]
-    K = min(max(ks), min(ks) + 30)
+    K = min(max(ks), min(ks) + 30, 62)
 
     def at_K(m, k):
         if m == 0:

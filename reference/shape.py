@@ -14,7 +14,7 @@ from .requant import requant
 def flatten(x, *, axis=1):
     """(d0, ..., dn) -> (d0 * ... * d(axis-1), d(axis) * ... * dn), ONNX Flatten."""
     x = np.asarray(x, dtype=np.int8)
-    axis = axis % x.ndim if x.ndim else 0
+    axis = axis % x.ndim
     return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 

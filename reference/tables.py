@@ -35,7 +35,7 @@ def unary_table(fn, s_x, z_x, s_y, z_y):
     ``fn`` maps a float32 array to values that are rounded to float32.
     """
     x = dequantize(_CODES, s_x, z_x)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # a value past the float32 range becomes +-inf: quantize saturates it
         y = np.asarray(fn(x)).astype(np.float32)
     return quantize(y, s_y, z_y)
 

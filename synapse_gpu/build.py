@@ -245,7 +245,8 @@ def global_avg_pool(b, x, *, y_scale=None, y_zero_point=None, name=None):
     s_x, zx = b.quant[x]
     y_scale, y_zero_point = (s_x, zx) if y_scale is None else (y_scale, y_zero_point)
     n = int(np.prod(b.shapes[x][2:]))
-    m, k = _scalar_qm((f32(s_x) / f32(y_scale)) / f32(n))
+    # onnxruntime's QLinearGlobalAveragePool order: bit-exact with it (docs/ops_rules.md)
+    m, k = _scalar_qm(f32(s_x) / (f32(y_scale) * f32(n)))
     return b.add_node("global_avg_pool", [x], attrs=dict(
         x_zero_point=zx, y_zero_point=int(y_zero_point), multiplier=m, shift=k),
         name=name, out_quant=(y_scale, y_zero_point))

@@ -106,7 +106,8 @@ def loop_conv(x, p):
             for k in itertools.product(*[range(v) for v in kernel]):
                 i = tuple(o[a] * s[a] + k[a] * d[a] - pads[a] for a in range(nd))
                 if all(0 <= i[a] < spatial[a] for a in range(nd)):
-                    acc[(slice(None), ms) + o] += xc[(slice(None), cs) + i] @ wc[(ms, slice(None)) + k].T
+                    xi = xc[(slice(None), cs) + i]  # (N, C/G)
+                    acc[(slice(None), ms) + o] += xi @ wc[(ms, slice(None)) + k].T
     acc += p["bias"].astype(np.int64).reshape((M,) + (1,) * nd)
     per_channel = (M,) + (1,) * nd
     return requant(acc, p["multiplier"].reshape(per_channel), p["shift"].reshape(per_channel),

@@ -38,7 +38,7 @@ def ort_node(op, names, feeds, inits, attrs=None, domain=""):
 def agreement(name, ours, theirs):
     d = np.abs(ours.astype(np.int64) - theirs.astype(np.int64))
     frac = float((d == 0).mean())
-    print(f"\nAGREEMENT {name}: {d.size} outputs, identical {frac:.6f} "
+    print(f"\nAGREEMENT {name}: {d.size} outputs, identical {frac:.7f} "
           f"({int((d != 0).sum())} differ), max difference {int(d.max())} steps")
     return frac, int(d.max())
 

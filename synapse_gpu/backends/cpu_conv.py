@@ -25,7 +25,8 @@ def multiplier_f32(multiplier, shift):
     (then `requant_f32` would differ from the rule and the caller uses `requant`)."""
     m = np.asarray(multiplier, np.int64)
     exact = np.ldexp(m.astype(np.float64), -np.asarray(shift, np.int64))
-    M = exact.astype(np.float32)
+    with np.errstate(over="ignore"):
+        M = exact.astype(np.float32)
     if np.any(m >= 1 << 24) or np.any(M.astype(np.float64) != exact):
         return None
     return M
@@ -47,7 +48,8 @@ def requant_f32(t, M, zero_point, qmin, qmax, out):
     tests/test_cpu_fast.py checks it against `requant` on millions of cases.
     t is overwritten.
     """
-    np.multiply(t, M, out=t)
+    with np.errstate(over="ignore"):  # an infinite product saturates at the clamp
+        np.multiply(t, M, out=t)
     np.rint(t, out=t)
     t += np.float32(zero_point)
     np.clip(t, qmin, qmax, out=t)
@@ -71,50 +73,52 @@ class PreparedConv:
     def __init__(self, *, w, bias, multiplier, shift, w_zero_point, x_zero_point, y_zero_point,
                  strides, pads, dilations, group, qmin=INT8_MIN, qmax=INT8_MAX):
         w = np.asarray(w)
-        self.nd = w.ndim - 2
+        self.nd = nd = w.ndim - 2
         M, self.Cg, self.kernel = w.shape[0], w.shape[1], tuple(w.shape[2:])
         self.M, self.group = M, int(group)
+        self.K = self.Cg * int(np.prod(self.kernel))  # reduction length per group
         self.strides, self.dilations = tuple(strides), tuple(dilations)
         self.pads = pads
         self.x_zero_point, self.y_zero_point = int(x_zero_point), int(y_zero_point)
         self.qmin, self.qmax = qmin, qmax
-        G, K = self.group, self.Cg * int(np.prod(self.kernel))
-        # W (G, M/G, C/G * prod(kernel)), the column order of the unfolded input
-        wc = w.reshape(M, K).astype(np.int32) - np.asarray(w_zero_point, np.int32).reshape(M, 1)
-        self.gemm = ExactGemm(wc.reshape(G, M // G, K), _x_max(x_zero_point), bias)
-        self.multiplier = np.asarray(multiplier, np.int64).reshape(M, 1)
-        self.shift = np.asarray(shift, np.int64).reshape(M, 1)
+        # W (G, M/G, C/G * prod(kernel)): rows in the column order of the unfolded input
+        wc = (w.reshape(M, self.K).astype(np.int32)
+              - np.asarray(w_zero_point, np.int32).reshape(M, 1))
+        self.gemm = ExactGemm(wc.reshape(self.group, M // self.group, self.K),
+                              _x_max(x_zero_point), bias)
+        per_channel = (M,) + (1,) * nd  # broadcasts against (n, M, *out)
+        self.multiplier = np.asarray(multiplier, np.int64).reshape(per_channel)
+        self.shift = np.asarray(shift, np.int64).reshape(per_channel)
         self.M32 = multiplier_f32(self.multiplier, self.shift)
 
     def __call__(self, x):
         x = np.asarray(x)
-        N, C, spatial = x.shape[0], x.shape[1], x.shape[2:]
-        if x.ndim != self.nd + 2 or C != self.Cg * self.group:
-            raise ValueError(f"conv input {x.shape} does not fit the weights "
-                             f"({self.M}, {self.Cg}, *{self.kernel}), group {self.group}")
         nd, G = self.nd, self.group
+        if x.ndim != nd + 2 or x.shape[1] != self.Cg * G:
+            raise ValueError(f"conv input {x.shape} does not fit the weights "
+                             f"({self.M}, {self.Cg}, *{self.kernel}), group {G}")
+        N, C, spatial = x.shape[0], x.shape[1], x.shape[2:]
         pads = resolve_pads(self.pads, spatial, self.kernel, self.strides, self.dilations)
         out = conv_output_shape(spatial, self.kernel, self.strides, pads, self.dilations)
         y = np.empty((N, self.M) + out, dtype=np.int8)
-        K = self.Cg * int(np.prod(self.kernel))
-        row_bytes = 4 * C * int(np.prod(self.kernel)) * int(np.prod(out[1:]))
+        row_bytes = 4 * G * self.K * int(np.prod(out[1:]))  # columns of one output row
         rows = max(1, min(out[0], BLOCK_BYTES // row_bytes))  # rows of one image per block
         images = max(1, BLOCK_BYTES // (row_bytes * out[0])) if rows == out[0] else 1
-        pointwise = (all(k == 1 for k in self.kernel) and not any(pads))
+        pointwise = all(k == 1 for k in self.kernel) and not any(pads)
         spans = [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations)]
         for n0 in range(0, N, images):
             n1 = min(N, n0 + images)
-            xb = x[n0:n1]
             if pointwise:  # 1x1 kernel: the columns are the (strided) input itself
-                xb = xb[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in self.strides)]
+                xb = x[(slice(n0, n1), slice(None)) + tuple(slice(None, None, s)
+                                                            for s in self.strides)]
                 xc = np.subtract(xb, np.float32(self.x_zero_point), dtype=np.float32)
                 windows = xc.reshape(xc.shape + (1,) * nd)
-            else:
-                # centred input padded with 0 = x padded with z_x
+            else:  # the centred input padded with 0 = x padded with z_x
                 xc = np.zeros((n1 - n0, C) + tuple(
                     n + pads[i] + pads[nd + i] for i, n in enumerate(spatial)), np.float32)
                 inner = tuple(slice(pads[i], pads[i] + n) for i, n in enumerate(spatial))
-                np.subtract(xb, np.float32(self.x_zero_point), out=xc[(Ellipsis,) + inner])
+                np.subtract(x[n0:n1], np.float32(self.x_zero_point),
+                            out=xc[(Ellipsis,) + inner])
                 windows = sliding_window_view(xc, spans, axis=tuple(range(2, nd + 2)))
                 windows = windows[(slice(None), slice(None))
                                   + tuple(slice(0, (o - 1) * s + 1, s)
@@ -126,15 +130,11 @@ class PreparedConv:
             for r0 in range(0, out[0], rows):
                 r1 = min(out[0], r0 + rows)
                 block = windows[(Ellipsis, slice(r0, r1)) + (slice(None),) * (nd - 1)]
-                cols = np.ascontiguousarray(block).reshape(n1 - n0, G, K, -1)
+                cols = np.ascontiguousarray(block).reshape(n1 - n0, G, self.K, -1)
                 t = self.gemm.rounded(cols).reshape((n1 - n0, self.M, r1 - r0) + out[1:])
-                _requant_into(t, self._per_channel(self.M32), self._per_channel(self.multiplier),
-                              self._per_channel(self.shift), self.y_zero_point, self.qmin,
-                              self.qmax, y[n0:n1, :, r0:r1])
+                _requant_into(t, self.M32, self.multiplier, self.shift, self.y_zero_point,
+                              self.qmin, self.qmax, y[n0:n1, :, r0:r1])
         return y
-
-    def _per_channel(self, v):
-        return None if v is None else v.reshape((self.M,) + (1,) * self.nd)
 
 
 def prepare_conv(**params):

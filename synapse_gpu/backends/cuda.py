@@ -348,7 +348,7 @@ def _lower_transpose(node, S, P):
 
 
 def _lower_concat(node, S, P):
-    a, (y,) = node.attrs, node.outputs[0]
+    a, (y,) = node.attrs, node.outputs
     ys = S[y]
     axis = int(a["axis"]) % len(ys)
     inner = math.prod(ys[axis + 1:])
@@ -584,7 +584,9 @@ class CudaExecutable:
 
     def run(self, feeds, trace=False):
         """feeds: {input name: int8 array (batch, ...)} -> ({output name: int8}, trace)."""
-        batch = int(np.shape(feeds[self.graph.inputs[0].name])[0])
+        shapes = self.traversal.shapes
+        batch = next((int(np.shape(feeds[t.name])[0]) for t in self.graph.inputs
+                      if shapes[t.name][0] == -1), 1)  # 1: every input has a fixed size
         plan = self._plan_for(batch)
         dev = self.dev
         for t in self.graph.inputs:

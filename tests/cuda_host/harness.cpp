@@ -27,4 +27,14 @@ void syn_requant_vec(const i64* acc, const i64* m, const i64* k, const i64* zero
         out[i] = syn_requant(acc[i], m[i], k[i], zero_point[i], qmin[i], qmax[i]);
 }
 
+void syn_round_shift_zp_vec(const i64* v, const i64* s, const i64* z, i64 n, i64* out) {
+    for (i64 i = 0; i < n; ++i) out[i] = syn_round_shift_zp(v[i], s[i], z[i]);
+}
+
+void syn_requant_zp_inside_vec(const i64* acc, const i64* m, const i64* k, const i64* zero_point,
+                               const i64* qmin, const i64* qmax, i64 n, i8* out) {
+    for (i64 i = 0; i < n; ++i)
+        out[i] = syn_requant_zp_inside(acc[i], m[i], k[i], zero_point[i], qmin[i], qmax[i]);
+}
+
 }  // extern "C"

@@ -34,6 +34,8 @@ _HELPERS = {  # harness.cpp
     "syn_round_to_24_bits_vec": [_I64P, ctypes.c_int64, _I64P],
     "syn_scale_by_pow2_vec": [_I64P, _I64P, ctypes.c_int64, _I64P],
     "syn_requant_vec": [_I64P] * 6 + [ctypes.c_int64, ctypes.c_void_p],
+    "syn_round_shift_zp_vec": [_I64P, _I64P, _I64P, ctypes.c_int64, _I64P],
+    "syn_requant_zp_inside_vec": [_I64P] * 6 + [ctypes.c_int64, ctypes.c_void_p],
 }
 
 
@@ -56,10 +58,6 @@ def library():
         getattr(lib, name).argtypes = argtypes
         getattr(lib, name).restype = None
     return lib
-
-
-def ptr(a):
-    return a.ctypes.data_as(_I64P) if a.dtype == np.int64 else a.ctypes.data
 
 
 class HostDevice:
