@@ -98,6 +98,18 @@ def make_layer(rng, C, M, H, k, s, zx):
     return x, params, model(np.int8, 0), model(np.uint8, 128)
 
 
+def cpu_seconds():
+    """(CPU seconds used by the whole machine, by this process): the share of the other
+    processes tells whether the timings were taken on a quiet machine (Linux only)."""
+    own = os.times()
+    if not os.path.exists("/proc/stat"):
+        return None, own.user + own.system
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    busy = sum(ticks[:3]) + sum(ticks[5:8])  # user nice system, irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
 def median_times(fns, warmup, rounds, reps):
     """Median and minimum seconds of each fn, timed in alternating blocks of ``reps`` runs.
 
@@ -130,6 +142,7 @@ def main():
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     totals = np.zeros((3, 2))  # engine x (median, min), weighted by uses
+    (machine0, own0), wall0 = cpu_seconds(), time.perf_counter()
     print(f"{'layer':20s} {'out':>14s} {'uses':>4s} {'chunks':>6s} {'ours ms':>8s} "
           f"{'ORT ms':>8s} {'ours/ORT':>8s} {'ORT-u8 ms':>9s}")
     for name, C, M, H, k, s, uses in LAYERS:
@@ -155,6 +168,11 @@ def main():
     print(f"{'ResNet-50, 53 convs':20s} {'':14s} {'':4s} {'':6s} {ours_t * 1e3:8.2f} "
           f"{ort_t * 1e3:8.2f} {ours_t / ort_t:8.2f} {u8_t * 1e3:9.2f}")
     print("all outputs bit-identical to onnxruntime's QLinearConv (int8 and uint8)")
+    (machine1, own1), wall = cpu_seconds(), time.perf_counter() - wall0
+    if machine0 is not None:
+        others = max(0.0, (machine1 - machine0) - (own1 - own0)) / (wall * os.cpu_count())
+        print(f"other processes used {others:.0%} of the machine's CPU time during the run"
+              + (" (timings disturbed: rerun on a quiet machine)" if others > 0.05 else ""))
     print(f"total ours / ORT int8 = {ours_t / ort_t:.2f} (medians), {ours_min / ort_min:.2f} "
           f"(best runs); ours / ORT uint8 = {ours_t / u8_t:.2f} (medians), "
           f"{ours_min / u8_min:.2f} (best runs)")

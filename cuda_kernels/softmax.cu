@@ -33,7 +33,7 @@ __host__ __device__ __forceinline__ i8 softmax_output(
             r += s;
         }
     }
-    q += 2 * r >= s;
+    q += 2 * r > s || (2 * r == s && (q & 1));
     return (i8)syn_clamp(q + y_zero_point, qmin, qmax);
 }
 

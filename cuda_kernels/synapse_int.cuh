@@ -55,8 +55,8 @@ __host__ __device__ __forceinline__ int syn_bit_length(i64 v) {
 #endif
 }
 
-// round_half_even(v / 2^s) for s >= 0; exact for |v| < 2^62. A shift above 62
-// acts as 62: the result is 0 then (|v| < 2^61 <= half), as in requant.round_shift.
+// round_half_even(v / 2^s) for s >= 0 and |v| < 2^63. A shift above 62 acts as 62,
+// as in requant.round_shift: the result is 0 then for |v| < 2^61 (below half).
 __host__ __device__ __forceinline__ i64 syn_round_shift(i64 v, i64 s) {
     if (s <= 0) return v;
     if (s > 62) s = 62;

@@ -110,7 +110,7 @@ class InferenceSession:
         self.model_id = model_id(self.graph)
         self.report = validate(self.graph, strict=strict)
         backend = backends.select(device)
-        self._exe = backend.prepare(self.graph, self.report.traversal)
+        self._exe = backend.prepare(self.graph, self.report.traversal, verbose=verbose)
         self.device = self._exe.device
         self.verbose = verbose
         self._ops = {n.name: n.op for n in self.graph.nodes}

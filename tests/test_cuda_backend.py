@@ -45,6 +45,18 @@ def test_is_available_names_the_missing_package(no_cupy):
     assert "CuPy is not installed" in reason and "synapse-gpu[cuda12]" in reason
 
 
+def test_cupy_that_fails_to_load_is_reported(monkeypatch):
+    class Broken:
+        def find_spec(self, name, path=None, target=None):
+            if name == "cupy":
+                raise OSError("libcudart.so.12: cannot open shared object file")
+
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    ok, reason = cuda.is_available()
+    assert not ok and "CuPy failed to import" in reason and "libcudart" in reason
+
+
 def test_prepare_and_select_raise_device_error(no_cupy):
     graph, _ = cases.op_case("relu", 0, 0)
     with pytest.raises(DeviceError, match=r"CuPy is not installed.*pip install"):

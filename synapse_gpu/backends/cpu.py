@@ -51,5 +51,5 @@ class CpuExecutable:
         return {t.name: env[t.name] for t in self.graph.outputs}, steps
 
 
-def prepare(graph, traversal):
+def prepare(graph, traversal, verbose=False):
     return CpuExecutable(graph, traversal)

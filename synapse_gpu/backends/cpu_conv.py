@@ -45,6 +45,8 @@ def requant_f32(t, M, zero_point, qmin, qmax, out):
       Above the float32 range it is +-inf, and both saturate at the clamp;
     - np.rint is round half to even (step 3); adding |z| <= 128 to an integer below
       2^24 is exact, and one above saturates either way; the clamp is exact.
+    Flush-to-zero / denormals-are-zero modes change nothing: t is an integer, and a
+    subnormal M or product gives 0 both ways.
     tests/test_cpu_fast.py checks it against `requant` on millions of cases.
     t is overwritten.
     """

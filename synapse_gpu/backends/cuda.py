@@ -403,6 +403,9 @@ def _cupy():
         import cupy
     except ImportError as e:
         raise DeviceError(f"CuPy is not installed ({e}); {INSTALL_HINT}") from None
+    except Exception as e:  # e.g. a CUDA library that fails to load
+        raise DeviceError(f"CuPy failed to import ({type(e).__name__}: {e}); reinstall it "
+                          f"for the machine's CUDA version: {INSTALL_HINT}") from None
     return cupy
 
 
@@ -492,9 +495,8 @@ class CupyDevice:
             return self.cp.asarray(a)
 
     def launch(self, fn, n, args):
-        scalars = tuple(np.int64(a) if isinstance(a, (int, np.integer)) else a for a in args)
         with self.device, self.stream:
-            fn(((n + BLOCK - 1) // BLOCK,), (BLOCK,), scalars)
+            fn(((n + BLOCK - 1) // BLOCK,), (BLOCK,), args)
 
     def copy(self, dst, src):
         with self.device, self.stream:
@@ -542,7 +544,7 @@ class _Plan:
         if isinstance(a, Table):
             # never an empty table: a zero-length device array may have no address
             return exe.dev.upload(np.array(a.values or (0,), dtype=np.int64))
-        return a
+        return np.int64(a)  # every scalar parameter of a kernel is a long long
 
 
 class CudaExecutable:

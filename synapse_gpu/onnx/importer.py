@@ -207,8 +207,9 @@ class _Importer:
     def _zero_point(self, node, i, default_type, shape=()):
         """(zero point in the int8 domain as int64, its ONNX type)."""
         z = self._const(node, i, "zero point", required=False)
-        if z is None:
-            return np.zeros(shape, np.int64), default_type
+        if z is None:  # ONNX's default is 0 of the tensor's type: uint8 0 is int8 -128
+            return np.full(shape, -128 if default_type == TensorProto.UINT8 else 0, np.int64), \
+                default_type
         t = _onnx8(z)
         if t is None:
             raise DtypeError(f"node {label(node)!r} (op {node.op_type}): zero point has dtype "
@@ -415,7 +416,7 @@ class _Importer:
                 self.boundary[gi.name] = (t, zt, s, z)
                 self.values[gi.name] = FloatIn(gi.name, shape)
             elif tt.elem_type in (TensorProto.INT8, TensorProto.UINT8):
-                s, z = self._int_input_params(gi.name, tt.elem_type, consumers[gi.name])
+                s, z = self._int_input_params(gi.name, tt.elem_type, consumers)
                 self.values[gi.name] = Int(self.b.add_input(gi.name, shape, s, z), tt.elem_type)
             else:
                 raise DtypeError(f"graph input {gi.name!r} has type {type_name(tt.elem_type)}; "
@@ -467,9 +468,17 @@ class _Importer:
                      "QLinearSigmoid": {0: 1}, "QLinearLeakyRelu": {0: 1}, "QLinearSoftmax": {0: 1},
                      "QLinearGlobalAveragePool": {0: 1}, "QLinearAveragePool": {0: 1}}
 
-    def _int_input_params(self, name, elem_type, uses):
-        """An int8/uint8 input takes its scale/zero point from the first node that states them."""
-        for n, k in uses:
+    def _int_input_params(self, name, elem_type, consumers):
+        """An int8/uint8 input takes its scale/zero point from the first node that states
+        them, looking through the ops that keep a tensor's quantization (max pool, reshapes)."""
+        uses, seen = list(consumers[name]), set()
+        while uses:
+            n, k = uses.pop(0)
+            if n.op_type in _MONOTONE | {"Identity", "Relu", "Clip"} and k == 0 and \
+                    n.output[0] not in seen:
+                seen.add(n.output[0])
+                uses += consumers.get(n.output[0], [])
+                continue
             if n.op_type == "QLinearConcat" and k >= 2 and (k - 2) % 3 == 0:
                 si = k + 1
             elif n.op_type in ("ConvInteger", "MatMulInteger") and k == 0:

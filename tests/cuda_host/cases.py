@@ -42,17 +42,22 @@ def feed_shape(shape, batch):
     return tuple(batch if i == 0 and d == -1 else d for i, d in enumerate(shape))
 
 
-def single(op, in_shapes, attrs=None, params=None):
-    """A graph of one node reading graph inputs x0, x1, ... of the given shapes."""
+def single(op, in_shapes, attrs=None, params=None, feed_range=(-128, 127)):
+    """A graph of one node reading graph inputs x0, x1, ... of the given shapes.
+
+    feed_range narrows the random inputs (for cases that need equal values, ties).
+    """
     b = GraphBuilder()
     xs = [b.add_input(f"x{i}", s, 1.0, 0) for i, s in enumerate(in_shapes)]
     y = b.add_node(op, xs, attrs=attrs or {}, params=params or {}, out_quant=(1.0, 0))
     b.add_output(y)
-    return b.build()
+    return b.build({"feed_range": f"{feed_range[0]},{feed_range[1]}"})
 
 
 def feeds_for(graph, rng, batch=BATCH):
-    return {t.name: i8(rng, feed_shape(t.shape, batch)) for t in graph.inputs}
+    lo, hi = (int(v) for v in graph.metadata.get("feed_range", "-128,127").split(","))
+    return {t.name: rng.integers(lo, hi + 1, feed_shape(t.shape, batch)).astype(np.int8)
+            for t in graph.inputs}
 
 
 def traversal(graph):
@@ -186,11 +191,12 @@ def _binary(op, a_shape, b_shape, sa=0.05, sb=0.03, sy=0.06):
     return make
 
 
-def _softmax(shape, axis, s_x):
+def _softmax(shape, axis, s_x, s_y=1 / 256, feed_range=(-128, 127)):
     def make(rng, zx, zy):
-        p = softmax_params(s_x, 1 / 256, zy)
+        p = softmax_params(s_x, s_y, zy)
         table = p.pop("exp_table")
-        return single("softmax", [shape], dict(axis=axis, **p), dict(exp_table=table))
+        return single("softmax", [shape], dict(axis=axis, **p), dict(exp_table=table),
+                      feed_range)
     return make
 
 
@@ -266,6 +272,8 @@ def _all_ops():
         "softmax_2d": _softmax((-1, 10), 1, 0.1),
         "softmax_last_axis": _softmax((-1, 3, 17), -1, 0.05),
         "softmax_inner_axis": _softmax((-1, 6, 4, 2), 1, 0.3),
+        # equal pairs and R = floor(1 / s_y) = 249: e R / S = 124.5, an exact tie
+        "softmax_ties": _softmax((-1, 8, 2), -1, 0.1, 1 / 249, (0, 1)),
         "max_pool_2d": _pool("max_pool", (7, 7), (3, 3), (2, 2), (1, 1, 1, 1)),
         "max_pool_2d_ceil_dilated": _pool("max_pool", (8, 7), (2, 3), (3, 2), (0, 1, 1, 0),
                                           (2, 1), ceil_mode=1),
@@ -281,6 +289,9 @@ def _all_ops():
         "avg_pool_1d": _pool("avg_pool", (10,), (4,), (3,), (2, 1)),
         "avg_pool_3d": _pool("avg_pool", (3, 4, 5), (2, 2, 3), (1, 2, 2), (1, 0, 1, 0, 1, 1),
                              include_pad=1),
+        # every axis has a last window reaching past the end padding (not counted)
+        "avg_pool_3d_ceil_include_pad": _pool("avg_pool", (5, 5, 5), (3, 3, 3), (2, 2, 2),
+                                              (1, 1, 1, 0, 0, 0), ceil_mode=1, include_pad=1),
         "global_avg_pool_2d": _gap((-1, 3, 5, 6)),
         "global_avg_pool_1d": _gap((-1, 4, 9)),
         "global_avg_pool_3d": _gap((-1, 2, 3, 4, 5)),

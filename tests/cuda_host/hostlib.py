@@ -71,7 +71,6 @@ class HostDevice:
 
     def __init__(self, lib=None):
         self.lib = lib or library()
-        self.launches = []  # (kernel name, threads), in launch order
 
     def kernel(self, name):
         return getattr(self.lib, name)
@@ -83,7 +82,6 @@ class HostDevice:
         return np.array(a, copy=True, order="C")
 
     def launch(self, fn, n, args):
-        self.launches.append((fn.__name__, n))
         fn(*[a.ctypes.data if isinstance(a, np.ndarray) else int(a) for a in args])
 
     def copy(self, dst, src):
