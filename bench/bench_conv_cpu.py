@@ -5,10 +5,11 @@ process through backends/cpu_conv.py (weights prepared once) and through a
 single-node onnxruntime QLinearConv model (CPU provider, default options,
 intra_op_num_threads = 2) on the same int8 data. For reference a third column times
 onnxruntime on the same reals as uint8 activations (values and zero points + 128),
-the layout its x86 VNNI kernels prefer. Each layer's outputs must be equal bit for
-bit (both onnxruntime variants) before it is timed. Times are medians after warm-up, the two
-engines timed in alternating blocks; the totals weight each shape by how many times
-ResNet-50 uses it (53 convs).
+the activation type its x86 kernels are fastest with. Each layer's outputs must be
+equal bit for bit (both onnxruntime variants) before it is timed. Times are medians
+after warm-up, the engines timed in alternating blocks; the totals weight each shape
+by how many times ResNet-50 uses it (53 convs). The run reports how much CPU other
+processes took meanwhile: on a shared machine, only a quiet run's figures count.
 
 Data: int8 activations uniform over [-128, 127] with z_x = -128 (post-ReLU layers,
 the worst case |x - z_x| = 255 for the exact GEMM's chunking) and z_x = -10 at the
@@ -111,30 +112,32 @@ def cpu_seconds():
 
 
 def median_times(fns, warmup, rounds, reps):
-    """Median and minimum seconds of each fn, timed in alternating blocks of ``reps`` runs.
+    """Median and minimum seconds of each (fn, pause), timed in alternating blocks of
+    ``reps`` runs, each block followed by its pause.
 
-    Alternating spreads the machine's noise (a shared host) over the engines; the pause
-    before each block lets the other engine's idle threads (OpenBLAS and onnxruntime
-    spin for a while after a call) stop competing for the cores.
+    Alternating spreads the machine's noise over the engines. The pauses let an engine's
+    idle threads stop competing for the cores before the next block: OpenBLAS's workers
+    spin for about 0.2 s after a call (measured: onnxruntime right after our conv ran up
+    to 3x slower), onnxruntime's for a few milliseconds.
     """
     samples = [[] for _ in fns]
     for r in range(rounds):
-        for fn, times in zip(fns, samples):
-            time.sleep(0.05)
+        for (fn, pause), times in zip(fns, samples):
             for _ in range(warmup if r == 0 else 1):
                 fn()
             for _ in range(reps):
                 t0 = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - t0)
+            time.sleep(pause)
     return [(float(np.median(t)), min(t)) for t in samples]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="6 timed runs per layer, not 20")
+    ap.add_argument("--quick", action="store_true", help="6 timed runs per layer, not 24")
     args = ap.parse_args()
-    warmup, rounds, reps = (2, 2, 3) if args.quick else (3, 4, 5)
+    warmup, rounds, reps = (2, 2, 3) if args.quick else (3, 4, 6)
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; python {platform.python_version()}, numpy {np.__version__}, "
           f"onnxruntime {ort.__version__}")
@@ -157,8 +160,8 @@ def main():
             if not np.array_equal(ours, y):
                 raise AssertionError(f"{name}: {np.count_nonzero(ours != y)} of {y.size} "
                                      f"outputs differ from onnxruntime's {engine} QLinearConv")
-        times = median_times([lambda: prepared(x), lambda: s8.run(None, {"x": x}),
-                              lambda: u8.run(None, {"x": xu})], warmup, rounds, reps)
+        times = median_times([(lambda: prepared(x), 0.3), (lambda: s8.run(None, {"x": x}), 0.05),
+                              (lambda: u8.run(None, {"x": xu}), 0.05)], warmup, rounds, reps)
         totals += uses * np.array(times)
         (t_ours, _), (t_ort, _), (t_u8, _) = times
         print(f"{name:20s} {str(ours.shape[1:]):>14s} {uses:4d} "

@@ -13,10 +13,11 @@ def test_worst_case_magnitudes_long_reduction():
     """x = -128 with z_x = 127 and w = -128 with z_w = 127: every term is 255 * 255,
     partial sums pass 2^24 after 258 terms; K = 5000 needs 20 chunks."""
     K = 5000
-    a = np.full((3, K), -128 - 127, np.int32)
-    b = np.full((K, 4), -128 - 127, np.int32)
+    x, w = np.full((3, K), -128, np.int8), np.full((K, 4), -128, np.int8)
+    a, b = x.astype(np.int32) - 127, w.astype(np.int32) - 127  # centred on z = 127
     expected = int64_matmul(a, b)
     assert expected[0, 0] == K * 255 * 255
+    assert len(chunk_splits(b.T, 255)) - 1 == 20
     np.testing.assert_array_equal(exact_matmul(a, b, a_max=255), expected)
     # the test can fail: one float32 matmul over the whole K is not exact here
     assert not np.array_equal(np.matmul(a.astype(np.float32), b.astype(np.float32))
@@ -38,24 +39,28 @@ def test_mixed_magnitudes_batched_and_a_max_from_data():
     np.testing.assert_array_equal(exact_matmul(a, b), int64_matmul(a, b))
 
 
-def test_chunk_splits_are_in_bound_and_longest():
+@pytest.mark.parametrize("slab", [7, 1024])
+def test_chunk_splits_are_in_bound_and_longest(slab):
     rng = np.random.default_rng(4)
-    w_abs = np.abs(rng.integers(-255, 256, (3000, 12)))
+    w = rng.integers(-255, 256, (3, 4, 3000))  # rows: all leading axes
+    w_abs = np.abs(w).reshape(12, 3000)
     a_max = 255
-    splits = chunk_splits(w_abs, a_max)
+    splits = chunk_splits(w, a_max, slab=slab)
     assert splits[0] == 0 and splits[-1] == 3000 and len(splits) > 2
     for k0, k1 in zip(splits[:-1], splits[1:]):
-        assert a_max * w_abs[k0:k1].sum(axis=0).max() <= F32_EXACT
+        assert a_max * w_abs[:, k0:k1].sum(axis=1).max() <= F32_EXACT
         if k1 < 3000:  # greedy: one more term would break the bound
-            assert a_max * w_abs[k0:k1 + 1].sum(axis=0).max() > F32_EXACT
+            assert a_max * w_abs[:, k0:k1 + 1].sum(axis=1).max() > F32_EXACT
     # the per-row sums make chunks longer than the per-term bound 2^24 / (255 * 255)
     assert min(np.diff(splits[:-1])) > F32_EXACT // (255 * 255)
-    assert chunk_splits(w_abs, 0) == [0, 3000]
+    assert chunk_splits(w, 0) == [0, 3000]
+    assert chunk_splits(w[..., :10], a_max, slab=slab) == [0, 10]
 
 
-def test_a_term_beyond_float32_is_refused():
+@pytest.mark.parametrize("w", [[[64]], [[1, 64]]], ids=["first", "after-a-split"])
+def test_a_term_beyond_float32_is_refused(w):
     with pytest.raises(ValueError):
-        chunk_splits(np.array([[64]]), 1 << 20)  # 2^26 > 2^24
+        chunk_splits(np.array(w), 1 << 20)  # 2^20 * 64 = 2^26 > 2^24
 
 
 @pytest.mark.parametrize("bias_scale", [0, 1000, 1 << 26], ids=["none", "small", "huge"])

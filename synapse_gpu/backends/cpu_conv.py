@@ -144,9 +144,13 @@ def prepare_conv(**params):
     return PreparedConv(**params)
 
 
-def conv(x, **params):
+def conv(x, *, w, bias, multiplier, shift, w_zero_point, x_zero_point, y_zero_point, strides,
+         pads, dilations, group, qmin=INT8_MIN, qmax=INT8_MAX):
     """One-off fast conv, same signature and bits as reference/conv.py:conv."""
-    return PreparedConv(**params)(x)
+    return PreparedConv(w=w, bias=bias, multiplier=multiplier, shift=shift,
+                        w_zero_point=w_zero_point, x_zero_point=x_zero_point,
+                        y_zero_point=y_zero_point, strides=strides, pads=pads,
+                        dilations=dilations, group=group, qmin=qmin, qmax=qmax)(x)
 
 
 class PreparedDense:
@@ -183,6 +187,9 @@ def prepare_dense(**params):
     return PreparedDense(**params)
 
 
-def dense(x, **params):
+def dense(x, *, w, bias, multiplier, shift, w_zero_point, x_zero_point, y_zero_point, trans_w,
+          qmin=INT8_MIN, qmax=INT8_MAX):
     """One-off fast dense, same signature and bits as reference/dense.py:dense."""
-    return PreparedDense(**params)(x)
+    return PreparedDense(w=w, bias=bias, multiplier=multiplier, shift=shift,
+                         w_zero_point=w_zero_point, x_zero_point=x_zero_point,
+                         y_zero_point=y_zero_point, trans_w=trans_w, qmin=qmin, qmax=qmax)(x)

@@ -8,13 +8,18 @@ numpy's integer matmul does not use BLAS (a few GOP/s); float32 matmul does (abo
   Then the float32 matmul of each chunk is the exact integer result.
   Proof. Every value a float32 GEMM forms for output (m, p) (a product, a partial sum,
   an FMA a*b+c) is, exactly, a sum of a subset of the terms A[k, p] * W[m, k] of the
-  chunk, given exact inputs. Such a value is an integer of magnitude at most
+  chunk, given exact inputs (GEMMs form sums of products; a Strassen-like scheme
+  would not, and no BLAS uses one for sgemm). Such a value is an integer of magnitude at most
   sum_k |A[k, p]| |W[m, k]| <= a_max * sum_k |W[m, k]| <= 2^24, and float32 represents
   every integer up to 2^24 exactly, so the rounding of each operation returns its
   exact value; by induction every operation is exact. This holds in any summation
   order, blocking, vectorisation or thread split, with or without FMA.
 The chunk results are then added in float64, exact below 2^53 (the load-time
 overflow proof gives |acc| < 2^31).
+
+Why not one float64 GEMM (exact without chunks, since |acc| < 2^31 < 2^53)? Measured
+on ResNet-50's shapes (2-core AVX-512 EPYC, OpenBLAS): float32 in 1 to 5 chunks ran
+2.0x to 2.7x faster than a single float64 GEMM.
 
 The bound uses the weights' actual per-row sums sum_k |W[m, k]| (not K * max|W|), so
 chunks are as long as the layer allows: one chunk for most layers, a few for the
@@ -26,29 +31,33 @@ import numpy as np
 F32_EXACT = 1 << 24  # float32 holds every integer of magnitude <= 2^24
 
 
-def chunk_splits(w_abs_sums, a_max):
-    """Split points [0, k_1, ..., K] of the reduction axis, greedy longest chunks with
-    a_max * sum_{k in chunk} |W[m, k]| <= 2^24 for every m.
-
-    ``w_abs_sums``: (K, R) integer array of |W| with the reduction axis first and every
-    output row (all groups) on axis 1.
+def chunk_splits(w, a_max, slab=1024):
+    """Split points [0, k_1, ..., K] of the reduction (last) axis of integer W (..., K):
+    greedy longest chunks with a_max * sum_{k in chunk} |W[r, k]| <= 2^24 for every row r
+    (all leading axes are rows). Reads W in slabs of ``slab`` columns: little memory.
     """
-    K = w_abs_sums.shape[0]
+    w = np.asarray(w)
+    w = w.reshape(-1, w.shape[-1])
+    K = w.shape[1]
     if a_max == 0:
         return [0, K]
     limit = F32_EXACT // int(a_max)
-    cum = np.zeros((K + 1,) + w_abs_sums.shape[1:], dtype=np.int64)
-    np.cumsum(w_abs_sums, axis=0, out=cum[1:])
-    splits = [0]
-    while splits[-1] < K:
-        k0 = splits[-1]
-        # the largest row sum over [k0, k1) grows with k1: take the longest one in bound
-        reach = (cum[k0 + 1:] - cum[k0]).max(axis=1, initial=0)
-        n = int(np.searchsorted(reach, limit, side="right"))
-        if n == 0:
-            raise ValueError(f"a single term {a_max} * {reach[0]} exceeds 2^24: "
+    splits, run, k = [0], np.zeros(w.shape[0], np.int64), 0  # run: row sums of the chunk
+    while k < K:
+        sums = run + np.cumsum(np.abs(w[:, k:k + slab].astype(np.int64)), axis=1).T
+        # the largest row sum of the chunk grows with its end: the first one beyond the
+        # limit ends the chunk
+        n = int(np.searchsorted(sums.max(axis=1), limit, side="right"))
+        if n == len(sums):
+            run, k = sums[-1], k + n
+            continue
+        if n == 0 and k == splits[-1]:
+            raise ValueError(f"a single term {a_max} * {sums[0].max()} exceeds 2^24: "
                              "no exact float32 chunk")
-        splits.append(k0 + n)
+        splits.append(k + n)
+        run, k = np.zeros_like(run), k + n
+    if splits[-1] != K:
+        splits.append(K)
     return splits
 
 
@@ -64,8 +73,7 @@ class ExactGemm:
         w = np.asarray(w)
         self.w = np.ascontiguousarray(w, dtype=np.float32)
         G, M, K = w.shape
-        w_abs = np.abs(w.astype(np.int64)).transpose(2, 0, 1).reshape(K, G * M)
-        self.splits = chunk_splits(w_abs, a_max)
+        self.splits = chunk_splits(w, a_max)
         self.bias = None if bias is None else np.asarray(bias, np.int64).reshape(G, M, 1)
         # a bias exact in float32 joins a one-chunk result in a single float32 addition
         self.bias32 = None

@@ -102,7 +102,7 @@ def _int_div(node, x, y):
     return np.where((x < 0) ^ (y < 0), -q, q).astype(x.dtype)
 
 
-def fold(node, ins, opset):
+def fold(node, ins):
     """Evaluate `node` on constant inputs (numpy arrays or None); returns its outputs."""
     a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
     op = node.op_type
@@ -151,15 +151,13 @@ def fold(node, ins, opset):
             return [np.concatenate(parts, axis=axis)]
         except ValueError as e:
             _fail(node, f"cannot concatenate: {e}", ModelFormatError)
-    if op == "Slice":
-        if opset < 10:
-            starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
-        else:
-            starts, ends = ins[1].tolist(), ins[2].tolist()
-            axes = ins[3].tolist() if len(ins) > 3 and ins[3] is not None else None
-            steps = ins[4].tolist() if len(ins) > 4 and ins[4] is not None else None
+    if op == "Slice":  # opset 10+ form (older models are converted first)
+        starts, ends = ins[1].tolist(), ins[2].tolist()
+        axes = ins[3].tolist() if len(ins) > 3 and ins[3] is not None else None
+        steps = ins[4].tolist() if len(ins) > 4 and ins[4] is not None else None
         _no_batch(node, np.asarray(starts, np.int64), np.asarray(ends, np.int64))
-        axes = list(range(len(starts))) if axes is None else [v + x.ndim if v < 0 else v for v in axes]
+        axes = list(range(len(starts))) if axes is None else [
+            v + x.ndim if v < 0 else v for v in axes]
         steps = steps or [1] * len(starts)
         sl = [slice(None)] * x.ndim
         for ax, s, e, st in zip(axes, starts, ends, steps):

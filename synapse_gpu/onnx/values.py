@@ -91,6 +91,8 @@ class Acc:
     node: object
     emit: Callable
     channels: int
+    rank: int  # of the accumulator tensor
+    axis: int  # its channel axis: 1 for conv, the last for matmul
     scale: np.ndarray | None = None  # float32 per output channel
     bias: np.ndarray | None = None  # float32 per output channel, real units
     lo: float | None = None
