@@ -105,7 +105,7 @@ def check_tensor(t, what):
 def to_array(t, what):
     check_tensor(t, what)
     a = numpy_helper.to_array(t)
-    return np.ascontiguousarray(a, dtype=_NP_TYPES[t.data_type])
+    return np.asarray(a, dtype=_NP_TYPES[t.data_type])
 
 
 def check_structure(graph):

@@ -22,10 +22,10 @@ SynapseError naming the node, the op and what to do.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, version_converter
 
 from .. import build
@@ -36,7 +36,7 @@ from ..reference import tables
 from ..reference.softmax import softmax_params
 from . import checks
 from .checks import MAX_DIM, MAX_ELEMS, label, type_name
-from .fold import FOLDABLE, constant_value, fold, reshape_target
+from .fold import FOLDABLE, fold, reshape_target
 from .values import BATCH_SYM, Acc, Const, Deq, FloatIn, Int, Pending, QConst
 
 OPSET_MIN, OPSET_MAX = 10, 28  # default domain, read natively
@@ -102,13 +102,17 @@ class _Importer:
         self.values = {}
         self.inits = {t.name: t for t in self.g.initializer}
         self.batch_sizes = set()  # static axis-0 sizes of the inputs: the batch in Reshape targets
-        self.boundary = {}  # float input -> (tensor, onnx dtype, scale, zp)
+        self.boundary = {}  # float input -> its quantized graph input (the boundary quantize)
         self._reinterpreted = {}
         self._output_tensors = set()
 
     # ---- driver -----------------------------------------------------------------------------
     def run(self):
         self._inputs()
+        passthrough = {i.name for i in self.g.input} & {o.name for o in self.g.output}
+        if passthrough:
+            raise OnnxImportError(f"graph outputs {sorted(passthrough)} are graph inputs: "
+                                  "nothing to compute")
         for o in self.g.output:
             self.b.unique(o.name)  # reserved: the graph outputs keep their ONNX names
         for node in self.order:
@@ -120,8 +124,8 @@ class _Importer:
         for onnx_name, t in outs:
             self._rename(t, onnx_name)
             self.b.add_output(onnx_name)
-        meta = {"source": "onnx", "onnx_opset": str(self.opset),
-                "onnx_producer": f"{self.proto.producer_name} {self.proto.producer_version}".strip(),
+        producer = f"{self.proto.producer_name} {self.proto.producer_version}".strip()
+        meta = {"source": "onnx", "onnx_opset": str(self.opset), "onnx_producer": producer,
                 "name": self.name or self.g.name or "model"}
         return self.b.build(meta)
 
@@ -142,9 +146,11 @@ class _Importer:
         if domain not in ("", MS):
             self._fail(node, f"domain {node.domain!r} is not supported", exc=UnsupportedOpError)
         ins = [self._in(node, i) for i in range(len(node.input))]
-        if domain == "" and node.op_type in FOLDABLE and all(
-                v is None or isinstance(v, Const) for v in ins) and (ins or node.op_type == "Constant"):
-            return fold(node, [None if v is None else v.value for v in ins], self.opset)
+        constant = all(v is None or isinstance(v, Const) for v in ins)
+        if domain == "" and node.op_type in FOLDABLE and constant and (
+                ins or node.op_type == "Constant"):
+            return [Const(np.asarray(a)) for a in
+                    fold(node, [None if v is None else v.value for v in ins])]
         handler = getattr(self, f"_{'ms_' if domain else ''}{node.op_type}", None)
         if handler is None:
             self._fail(node, "has no Synapse integer implementation",
@@ -229,14 +235,13 @@ class _Importer:
                                                             out_quant=key)
         return self._reinterpreted[(t, key)]
 
-    def _qin(self, node, i, si=None, zi=None):
-        """Quantized activation input i with its scale and zero point (QOperator layout)."""
+    def _qin(self, node, i):
+        """Quantized activation input i, its scale and zero point at i+1, i+2 (QOperator)."""
         v = self._in(node, i)
         if not isinstance(v, Int):
             self._fail(node, f"input {i} must be a quantized (int8/uint8) tensor, got {_kind(v)}")
-        si = i + 1 if si is None else si
-        s = self._scale(node, si)
-        z, zt = self._zero_point(node, si + 1 if zi is None else zi, v.dtype)
+        s = self._scale(node, i + 1)
+        z, zt = self._zero_point(node, i + 2, v.dtype)
         if zt != v.dtype:
             raise DtypeError(f"node {label(node)!r} (op {node.op_type}): input {i} is "
                              f"{type_name(v.dtype)} but its zero point is {type_name(zt)}")
@@ -278,8 +283,9 @@ class _Importer:
         z = np.broadcast_to(z, (channels,)).astype(np.int64)
         return q, s, z
 
-    def _qoperator_weights(self, node, wi, si, zi, axis):
-        w = self._const(node, wi, "weight")
+    def _qoperator_weights(self, node, w, si, zi, axis):
+        """(int8 codes, scale, zero point per output channel) of weights w (an array) whose
+        scale and zero point are inputs si, zi."""
         if _onnx8(w) is None:
             raise DtypeError(f"node {label(node)!r} (op {node.op_type}): weight has dtype "
                              f"{w.dtype}, expected int8 or uint8")
@@ -292,9 +298,8 @@ class _Importer:
         if s.ndim and s.size not in (1, channels):
             self._fail(node, f"weight scale has {s.size} entries for {channels} output channels",
                        exc=ModelFormatError)
-        return self._channel_params(node, _q8(node, w, "weight"), s.reshape(-1) if s.size > 1
-                                    else s.reshape(()), z.reshape(-1) if z.size > 1 else
-                                    z.reshape(()), axis, axis, channels, "weight")
+        return self._channel_params(node, _q8(node, w, "weight"), s, z, axis, axis, channels,
+                                    "weight")
 
     def _int32_bias(self, node, i, channels):
         bias = self._const(node, i, "bias", required=False)
@@ -327,7 +332,7 @@ class _Importer:
         real = np.broadcast_to(real.reshape(-1).astype(np.float64) * beta, (channels,))
         return build.quantize_bias(real, f32(1), unit)
 
-    def _pads(self, node, a, nd, in_spatial=None):
+    def _pads(self, node, a, nd):
         auto = a.get("auto_pad", "NOTSET")
         if auto in ("NOTSET", ""):
             pads = [int(p) for p in a.get("pads", [0] * (2 * nd))]
@@ -378,10 +383,8 @@ class _Importer:
         if BATCH_SYM in rest or (first == -1 and -1 in rest):
             self._fail(node, f"target shape {target} depends on the batch size",
                        exc=UnsupportedOpError)
-        in_shape = self.b.shapes[t]
-        padded = [in_shape[i + 1] if d == 0 and not allowzero and i + 1 < len(in_shape) else d
-                  for i, d in enumerate(rest)]
-        return reshape_target(node, in_shape[1:], padded, allowzero)
+        # rest[i] is full axis i + 1, per-sample axis i: its 0 copies per-sample dim i
+        return reshape_target(node, self.b.shapes[t][1:], rest, allowzero)
 
     def _reshape(self, node, v, per_sample):
         if list(self.b.shapes[v.t][1:]) == list(per_sample):
@@ -393,11 +396,15 @@ class _Importer:
         return Int(t, v.dtype) if isinstance(v, Int) else Deq(t, v.scale, v.zp)
 
     def _tensor_in(self, node, v=None):
+        """Input 0 (or v) as (value, tensor): an Int, or a Deq whose tensor carries the
+        DequantizeLinear's quantization."""
         v = self._in(node, 0) if v is None else v
-        if not isinstance(v, (Int, Deq)):
+        if isinstance(v, Deq):
+            v = Deq(self._deq_t(v), v.scale, v.zp)
+        elif not isinstance(v, Int):
             self._fail(node, f"input 0 is {_kind(v)}; this op runs on quantized tensors only",
                        "quantize the op's input (QDQ) or fold the op")
-        return v
+        return v, v.t
 
     # ---- inputs and outputs ------------------------------------------------------------------
     def _inputs(self):
@@ -412,8 +419,7 @@ class _Importer:
             shape = self._input_shape(gi)
             if tt.elem_type == TensorProto.FLOAT:
                 s, z, zt = self._boundary_params(gi.name, consumers[gi.name])
-                t = self.b.add_input(gi.name, shape, s, z)
-                self.boundary[gi.name] = (t, zt, s, z)
+                self.boundary[gi.name] = self.b.add_input(gi.name, shape, s, z)
                 self.values[gi.name] = FloatIn(gi.name, shape)
             elif tt.elem_type in (TensorProto.INT8, TensorProto.UINT8):
                 s, z = self._int_input_params(gi.name, tt.elem_type, consumers)
@@ -435,14 +441,14 @@ class _Importer:
                 if v:
                     self.batch_sizes.add(v)
                 dims.append(BATCH)
-            elif v is None or not 0 < v <= MAX_DIM:
+            elif v is None or v <= 0:
                 raise OnnxImportError(f"graph input {gi.name!r}: axis {k} is "
                                       f"{d.dim_param or v!r}; only axis 0 (the batch) may be "
                                       "dynamic and every dim must be positive (fix the shape "
                                       "with onnx.tools.update_model_dims)")
             else:
                 dims.append(v)
-        if math.prod(dims[1:]) > MAX_ELEMS:
+        if max(dims[1:], default=0) > MAX_DIM or math.prod(dims[1:]) > MAX_ELEMS:
             raise ModelFormatError(f"graph input {gi.name!r}: {dims[1:]} per sample exceeds the "
                                    f"limit of {MAX_ELEMS} elements")
         return tuple(dims)
@@ -463,8 +469,10 @@ class _Importer:
             found = (s, z, zt)
         return found
 
-    _INPUT_PARAMS = {"DequantizeLinear": {0: 1}, "QLinearConv": {0: 1}, "QLinearMatMul": {0: 1, 3: 4},
-                     "QGemm": {0: 1, 3: 4}, "QLinearAdd": {0: 1, 3: 4}, "QLinearMul": {0: 1, 3: 4},
+    # op -> {input index: index of its scale (the zero point follows)}
+    _INPUT_PARAMS = {"DequantizeLinear": {0: 1}, "QLinearConv": {0: 1},
+                     "QLinearMatMul": {0: 1, 3: 4}, "QGemm": {0: 1, 3: 4},
+                     "QLinearAdd": {0: 1, 3: 4}, "QLinearMul": {0: 1, 3: 4},
                      "QLinearSigmoid": {0: 1}, "QLinearLeakyRelu": {0: 1}, "QLinearSoftmax": {0: 1},
                      "QLinearGlobalAveragePool": {0: 1}, "QLinearAveragePool": {0: 1}}
 
@@ -527,7 +535,7 @@ class _Importer:
         a = self._attrs(node)
         z = self._in(node, 2)
         if isinstance(z, Const):
-            return _onnx8(z.value) or z.value.dtype
+            return _onnx8(z.value)  # None for other types: _zero_point rejects them
         return int(a.get("output_dtype", 0)) or TensorProto.UINT8
 
     def _check_q_attrs(self, node):
@@ -549,9 +557,8 @@ class _Importer:
         if isinstance(x, Const):
             return self._quantize_const(node, x.value, a)
         s, z, zt = self._yparams(node, 1, 2, out_type)
-        if isinstance(x, FloatIn):
-            t, _, s0, z0 = self.boundary[x.name]
-            return Int(t, zt)
+        if isinstance(x, FloatIn):  # its scale was checked against every reader in _inputs
+            return Int(self.boundary[x.name], zt)
         if isinstance(x, Deq):
             if (float(f32(x.scale)), x.zp) == (float(f32(s)), z):
                 return Int(self._deq_t(x), zt)
@@ -562,9 +569,6 @@ class _Importer:
             return Int(self._emit(x, s, z), zt)
         if isinstance(x, Acc):
             return Int(self._emit_acc(x, s, z), zt)
-        if isinstance(x, Int) and x.dtype == TensorProto.INT32:
-            self._fail(node, "quantizes an int32 tensor that is no ConvInteger/MatMulInteger "
-                             "accumulator")
         self._fail(node, f"its input is {_kind(x)}, which has no integer form",
                    "every QuantizeLinear must follow a DequantizeLinear group (QDQ) or a "
                    "supported float op on dequantized inputs")
@@ -671,7 +675,7 @@ class _Importer:
     # ---- QOperator ops -----------------------------------------------------------------------
     def _QLinearConv(self, node):
         x = self._qin(node, 0)
-        wq, ws, wz = self._qoperator_weights(node, 3, 4, 5, axis=0)
+        wq, ws, wz = self._qoperator_weights(node, self._const(node, 3, "weight"), 4, 5, axis=0)
         ys, yz, yt = self._yparams(node, 6, 7, self._in_type(node, 0))
         bias = self._int32_bias(node, 8, wq.shape[0])
         return Int(self._conv(node, x, wq, ws, wz, bias, ys, yz, -128, 127), yt)
@@ -689,15 +693,15 @@ class _Importer:
             self._fail(node, f"a constant B of shape {list(w.shape)} would be a different weight "
                              "per sample; only 2-D constant weights are supported",
                        exc=UnsupportedOpError)
-        self.values[node.input[wi]] = Const(w)
-        return self._qoperator_weights(node, wi, si, zi, axis=0 if trans else 1)
+        return self._qoperator_weights(node, w, si, zi, axis=0 if trans else 1)
 
     def _QLinearMatMul(self, node):
         a = self._qin(node, 0)
         ys, yz, yt = self._yparams(node, 6, 7, self._in_type(node, 0))
         if isinstance(self._in(node, 3), Int):
             c = self._qin(node, 3)
-            return Int(build.matmul(self.b, a, c, y_scale=ys, y_zero_point=yz, name=label(node)), yt)
+            return Int(build.matmul(self.b, a, c, y_scale=ys, y_zero_point=yz, name=label(node)),
+                       yt)
         wq, ws, wz = self._matmul_weights(node, 3, 4, 5, trans=False)
         return Int(self._dense(node, a, wq, ws, wz, None, ys, yz, -128, 127, False), yt)
 
@@ -716,43 +720,43 @@ class _Importer:
         return Int(self._dense(node, a, wq, ws, wz, bias, ys, yz, -128, 127, trans,
                                alpha=float(at.get("alpha", 1.0))), yt)
 
-    def _acc(self, node, x_t, zx, wq, wz, channels, make):
-        """An Acc whose emission reinterprets x with scale 1: then M = f32(scale_c / y_scale)."""
-        def emit(scale, bias, ys, yz, qmin, qmax):
-            return make(self._as(x_t, 1.0, zx), wq, scale, wz, bias, ys, yz, qmin, qmax)
-        return Acc(node, emit, channels)
-
-    def _ConvInteger(self, node):
+    def _integer_op(self, node, axis):
+        """(x tensor seen with scale 1, int8 weights, weight zero points, channels) of a
+        ConvInteger/MatMulInteger. With s_x = 1 the emitted multiplier is
+        f32(scale_c / y_scale), scale_c the real unit of the accumulator (its Mul)."""
         x = self._in(node, 0)
         if not isinstance(x, Int):
             self._fail(node, f"input 0 must be a quantized tensor, got {_kind(x)}")
         zx, zt = self._zero_point(node, 2, x.dtype)
+        if zt != x.dtype:
+            raise DtypeError(f"node {label(node)!r} (op {node.op_type}): input 0 is "
+                             f"{type_name(x.dtype)} but its zero point is {type_name(zt)}")
         w = self._const(node, 1, "weight")
-        M = w.shape[0] if w.ndim else 0
-        wz, wzt = self._zero_point(node, 3, _onnx8(w) or TensorProto.UINT8,
-                                   self._const(node, 3, "", False).shape if len(node.input) > 3
-                                   and node.input[3] else ())
-        wq = _q8(node, w, "weight")
-        wz = np.broadcast_to(wz.reshape(-1), (M,))
-        return self._acc(node, x.t, int(zx), wq, wz, M, lambda xt, wq_, sc, wz_, bias, ys, yz, lo,
-                         hi: self._conv(node, xt, wq_, sc, wz_, bias, ys, yz, lo, hi))
+        if _onnx8(w) is None or w.ndim < 2:
+            raise DtypeError(f"node {label(node)!r} (op {node.op_type}): weight of dtype {w.dtype}"
+                             f" and shape {list(w.shape)}; expected int8/uint8 with rank >= 2")
+        zw = self._const(node, 3, "weight zero point", required=False)
+        wz, _ = self._zero_point(node, 3, _onnx8(w), () if zw is None else zw.shape)
+        channels = w.shape[axis]
+        return (self._as(x.t, 1.0, int(zx)), _q8(node, w, "weight"),
+                np.broadcast_to(wz.reshape(-1), (channels,)), channels)
+
+    def _ConvInteger(self, node):
+        x, wq, wz, M = self._integer_op(node, 0)
+
+        def emit(scale, bias, ys, yz, qmin, qmax):
+            return self._conv(node, x, wq, scale, wz, bias, ys, yz, qmin, qmax)
+        return Acc(node, emit, M, len(self.b.shapes[x]), 1)
 
     def _MatMulInteger(self, node):
-        x = self._in(node, 0)
-        if not isinstance(x, Int):
-            self._fail(node, f"input 0 must be a quantized tensor, got {_kind(x)}")
-        zx, zt = self._zero_point(node, 2, x.dtype, ())
-        w = self._const(node, 1, "weight")
-        if w.ndim != 2:
-            self._fail(node, f"weight of shape {list(w.shape)}: only 2-D", exc=UnsupportedOpError)
-        N = w.shape[1]
-        zshape = self._const(node, 3, "", False).shape if len(node.input) > 3 and node.input[3] \
-            else ()
-        wz, _ = self._zero_point(node, 3, _onnx8(w) or TensorProto.UINT8, zshape)
-        wq = _q8(node, w, "weight")
-        wz = np.broadcast_to(wz.reshape(-1), (N,))
-        return self._acc(node, x.t, int(zx), wq, wz, N, lambda xt, wq_, sc, wz_, bias, ys, yz, lo,
-                         hi: self._dense(node, xt, wq_, sc, wz_, bias, ys, yz, lo, hi, False))
+        x, wq, wz, N = self._integer_op(node, 1)
+        if wq.ndim != 2:
+            self._fail(node, f"weight of shape {list(wq.shape)}: only 2-D", exc=UnsupportedOpError)
+
+        def emit(scale, bias, ys, yz, qmin, qmax):
+            return self._dense(node, x, wq, scale, wz, bias, ys, yz, qmin, qmax, False)
+        rank = len(self.b.shapes[x])
+        return Acc(node, emit, N, rank, rank - 1)
 
     def _ms_QLinearAdd(self, node):
         return self._binary(node, build.add)
@@ -806,7 +810,9 @@ class _Importer:
         return Int(build.concat(self.b, xs, int(self._attrs(node)["axis"]), y_scale=ys,
                                 y_zero_point=yz, name=label(node)), yt)
 
-    def _lut(self, node, x, s_x, z_x, ys, yz, fn):
+    def _lut(self, node, x, ys, yz, fn):
+        """A 256-entry table of Q(fn(DQ(code))), built once (reference/tables.py)."""
+        s_x, z_x = self.b.quant[x]
         if fn == "sigmoid":
             table = tables.sigmoid_table(s_x, z_x, ys, yz)
         elif fn == "tanh":
@@ -825,8 +831,7 @@ class _Importer:
     def _qlinear_lut(self, node, fn):
         x = self._qin(node, 0)
         ys, yz, yt = self._yparams(node, 3, 4, self._in_type(node, 0))
-        s_x, z_x = self.b.quant[x]
-        return Int(self._lut(node, x, s_x, z_x, ys, yz, fn), yt)
+        return Int(self._lut(node, x, ys, yz, fn), yt)
 
     def _ms_QLinearSoftmax(self, node):
         a = self._attrs(node)
@@ -849,9 +854,12 @@ class _Importer:
         s_x, _ = self.b.quant[x]
         p = softmax_params(s_x, ys, yz)
         y = self.b.add_node("softmax", [x], attrs=dict(
-            axis=-1 if flat else axis, y_inv_scale=p["y_inv_scale"], y_zero_point=p["y_zero_point"]),
+            axis=-1 if flat else axis, y_inv_scale=p["y_inv_scale"],
+            y_zero_point=p["y_zero_point"]),
             params=dict(exp_table=p["exp_table"]), name=label(node), out_quant=(ys, yz))
-        return build.reshape(self.b, y, list(shape[1:]), name=f"{label(node)}.unflat") if flat else y
+        if flat:
+            y = build.reshape(self.b, y, list(shape[1:]), name=f"{label(node)}.unflat")
+        return y
 
     # ---- ops on int8 tensors that also commute with DequantizeLinear --------------------------
     def _Identity(self, node):
@@ -863,14 +871,14 @@ class _Importer:
         a = self._attrs(node)
         if int(a.get("storage_order", 0)):
             self._fail(node, "storage_order=1 is not supported", exc=UnsupportedOpError)
-        v = self._tensor_in(node, v)
-        t = self._deq_t(v) if isinstance(v, Deq) else v.t
+        v, t = self._tensor_in(node, v)
         kernel = [int(k) for k in a["kernel_shape"]]
         nd = len(kernel)
         strides, dil = self._spatial_attrs(node, {k: a[k] for k in ("strides", "dilations")
                                                   if k in a}, nd, kernel)
-        return self._same_kind(v, build.max_pool(self.b, t, kernel, strides, self._pads(node, a, nd),
-                                                 dil, int(a.get("ceil_mode", 0)), name=label(node)))
+        y = build.max_pool(self.b, t, kernel, strides, self._pads(node, a, nd), dil,
+                           int(a.get("ceil_mode", 0)), name=label(node))
+        return self._same_kind(v, y)
 
     def _Relu(self, node):
         v = self._in(node, 0)
@@ -905,42 +913,34 @@ class _Importer:
 
     def _with_clamp(self, v, lo, hi):
         """A Relu/Clip after a pending op: intersect its real clamp bounds."""
-        new_lo = lo if v.lo is None else v.lo if lo is None else max(v.lo, float(lo))
-        new_hi = hi if v.hi is None else v.hi if hi is None else min(v.hi, float(hi))
+        lo = v.lo if lo is None else float(lo) if v.lo is None else max(v.lo, float(lo))
+        hi = v.hi if hi is None else float(hi) if v.hi is None else min(v.hi, float(hi))
         if isinstance(v, Pending):
-            return Pending(v.node, v.emit, None if new_lo is None else float(new_lo),
-                           None if new_hi is None else float(new_hi))
-        return Acc(v.node, v.emit, v.channels, v.scale, v.bias,
-                   None if new_lo is None else float(new_lo), None if new_hi is None else float(new_hi))
+            return Pending(v.node, v.emit, lo, hi)
+        return dataclasses.replace(v, lo=lo, hi=hi)
 
     def _Reshape(self, node, v=None):
-        v = self._tensor_in(node, v)
-        if self.opset < 5:
-            target = self._attrs(node)["shape"]
-        else:
-            target = self._const(node, 1, "shape")
-        a = self._attrs(node)
-        t = self._deq_t(v) if isinstance(v, Deq) else v.t
-        v = self._same_kind(v, t)
-        return self._reshape(node, v, self._sample_shape(node, t, target, int(a.get("allowzero", 0))))
+        v, t = self._tensor_in(node, v)
+        target = self._const(node, 1, "shape")
+        allowzero = int(self._attrs(node).get("allowzero", 0))
+        return self._reshape(node, v, self._sample_shape(node, t, target, allowzero))
 
     def _Flatten(self, node, v=None):
-        v = self._tensor_in(node, v)
-        t = self._deq_t(v) if isinstance(v, Deq) else v.t
+        v, t = self._tensor_in(node, v)
         shape = self.b.shapes[t]
         axis = int(self._attrs(node).get("axis", 1))
         axis = axis + len(shape) if axis < 0 else axis
-        if axis == 0:
-            self._fail(node, "axis 0 would fold the batch into the features",
-                       exc=UnsupportedOpError)
+        # ONNX Flatten gives (prod(shape[:axis]), prod(shape[axis:])): the batch must be
+        # the whole first factor.
+        if axis == 0 or math.prod(shape[1:axis]) != 1:
+            self._fail(node, f"axis {axis} of {list(shape)} would fold other axes into the "
+                             "batch", exc=UnsupportedOpError)
         if axis == 1:
             return self._same_kind(v, build.flatten(self.b, t, name=label(node)))
-        return self._reshape(node, self._same_kind(v, t),
-                             [math.prod(shape[1:axis]), math.prod(shape[axis:])])
+        return self._reshape(node, self._same_kind(v, t), [math.prod(shape[axis:])])
 
     def _Transpose(self, node, v=None):
-        v = self._tensor_in(node, v)
-        t = self._deq_t(v) if isinstance(v, Deq) else v.t
+        v, t = self._tensor_in(node, v)
         rank = len(self.b.shapes[t])
         perm = [int(p) for p in self._attrs(node).get("perm", range(rank - 1, -1, -1))]
         if perm == list(range(rank)):
@@ -966,8 +966,7 @@ class _Importer:
         return axes
 
     def _Squeeze(self, node, v=None):
-        v = self._tensor_in(node, v)
-        t = self._deq_t(v) if isinstance(v, Deq) else v.t
+        v, t = self._tensor_in(node, v)
         shape = self.b.shapes[t]
         axes = self._axes_of(node, len(shape))
         if axes is None:
@@ -979,8 +978,7 @@ class _Importer:
                              [d for i, d in enumerate(shape) if i and i not in axes])
 
     def _Unsqueeze(self, node, v=None):
-        v = self._tensor_in(node, v)
-        t = self._deq_t(v) if isinstance(v, Deq) else v.t
+        v, t = self._tensor_in(node, v)
         shape = list(self.b.shapes[t])
         raw = self._attrs(node).get("axes") if self.opset < 13 else \
             self._const(node, 1, "axes").reshape(-1).tolist()
@@ -990,8 +988,7 @@ class _Importer:
         return self._reshape(node, self._same_kind(v, t), shape[1:])
 
     def _Pad(self, node, v=None):
-        v = self._tensor_in(node, v)
-        t = self._deq_t(v) if isinstance(v, Deq) else v.t
+        v, t = self._tensor_in(node, v)
         a = self._attrs(node)
         rank = len(self.b.shapes[t])
         if self.opset < 11:
@@ -1140,16 +1137,21 @@ class _Importer:
     def _acc_bias(self, node, acc, b):
         if acc.bias is not None or acc.lo is not None or acc.hi is not None:
             self._fail(node, "a second bias or a bias after a clamp", exc=UnsupportedOpError)
-        bias = self._per_channel(node, b.astype(np.float32), acc.channels, "bias")
-        return Acc(acc.node, acc.emit, acc.channels, acc.scale, bias)
+        bias = self._per_channel(node, b, acc.channels, "bias", acc.rank, acc.axis)
+        return dataclasses.replace(acc, bias=bias)
 
-    def _per_channel(self, node, c, channels, what):
-        """A constant that varies along the output channel axis only, as (channels,)."""
-        flat = c.reshape(-1)
-        if flat.size not in (1, channels) or sum(d > 1 for d in c.shape) > 1:
-            self._fail(node, f"{what} of shape {list(c.shape)} is not per output channel "
-                             f"({channels})", exc=UnsupportedOpError)
-        return np.broadcast_to(flat, (channels,)).astype(np.float32)
+    def _per_channel(self, node, c, channels, what, rank=None, axis=1):
+        """A constant as a (channels,) float32 vector. rank None: a 1-D parameter; else c
+        broadcasts (numpy, from the right) against a rank-`rank` tensor and must vary
+        along `axis` only."""
+        c = np.asarray(c)
+        full = c.shape if rank is None else (1,) * (rank - c.ndim) + c.shape
+        along = 0 if rank is None else axis
+        if c.ndim > (rank or 1) or full[along] not in (1, channels) or any(
+                d != 1 for i, d in enumerate(full) if i != along):
+            self._fail(node, f"{what} of shape {list(c.shape)} is not one value per channel "
+                             f"({channels}, axis {axis})", exc=UnsupportedOpError)
+        return np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
 
     def _Mul(self, node):
         vs = [self._in(node, i) for i in range(2)]
@@ -1164,10 +1166,10 @@ class _Importer:
         if len(acc) == 1 and len(const) == 1 and acc[0].bias is None and acc[0].lo is None \
                 and acc[0].hi is None:
             a = acc[0]
-            c = self._per_channel(node, const[0].value, a.channels, "scale")
+            c = self._per_channel(node, const[0].value, a.channels, "scale", a.rank, a.axis)
             if not (np.isfinite(c) & (c > 0)).all():
                 self._fail(node, "the accumulator scale must be positive", exc=UnsupportedOpError)
-            return Acc(a.node, a.emit, a.channels, c if a.scale is None else a.scale * c)
+            return dataclasses.replace(a, scale=c if a.scale is None else a.scale * c)
         self._fail(node, f"multiplies {' and '.join(_kind(v) for v in vs)}",
                    "both operands must be DequantizeLinear outputs (QDQ)")
 
@@ -1191,7 +1193,7 @@ class _Importer:
         x = self._deq(node, 0)
 
         def emit(ys, yz, qmin, qmax):
-            y = self._lut(node, self._deq_t(x), x.scale, x.zp, ys, yz, fn)
+            y = self._lut(node, self._deq_t(x), ys, yz, fn)
             return self._clip(y, qmin, qmax, node)
         return Pending(node, emit)
 
@@ -1224,13 +1226,8 @@ class _Importer:
     def _PRelu(self, node):
         x = self._deq(node, 0)
         shape = self.b.shapes[self._deq_t(x)]
-        slope = self._float_param(node, 1, "slope")
-        # ONNX broadcasts the slope from the right: it must vary along axis 1 only.
-        full = (1,) * (len(shape) - slope.ndim) + slope.shape
-        if slope.ndim > len(shape) or any(d != 1 for i, d in enumerate(full) if i != 1):
-            self._fail(node, f"slope of shape {list(slope.shape)} is not per channel for input "
-                             f"{list(shape)}", exc=UnsupportedOpError)
-        slope = self._per_channel(node, slope, shape[1], "slope")
+        slope = self._per_channel(node, self._float_param(node, 1, "slope"), shape[1], "slope",
+                                  len(shape), 1)
 
         def emit(ys, yz, qmin, qmax):
             y = build.prelu(self.b, self._deq_t(x), slope, y_scale=ys, y_zero_point=yz,
