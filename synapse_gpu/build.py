@@ -122,20 +122,19 @@ def batchnorm(b, x, gamma, beta, mean, var, eps=1e-5, *, y_scale, y_zero_point, 
               name=None):
     """Standalone BatchNorm: y = g*x + o with g = gamma/sqrt(var+eps), o = beta - mean*g.
 
-    g is stored as int8 with one symmetric tensor scale s_g = max|g|/127; the offset
-    as int32 bias with scale s_x*s_g; per-channel M_c = f32(f32(s_x*s_g)/s_y).
+    g is stored as int8 with a symmetric per-channel scale s_g[c] = |g[c]|/127 (the
+    per-channel multiplier carries the precision); the offset as int32 bias with
+    scale s_x*s_g[c]; M_c = f32(f32(s_x*s_g[c])/s_y).
     """
     s_x, zx = b.quant[x]
     g = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
     off = np.asarray(beta, np.float64) - np.asarray(mean, np.float64) * g
-    g_q, s_g = quantize_weights(g.astype(np.float32), per_channel=False)
-    C = g_q.size
-    m, k = _qm(np.full(C, (f32(s_x) * s_g) / f32(y_scale), dtype=np.float32))
+    g_q, s_g = quantize_weights(g.astype(np.float32).reshape(-1), per_channel=True)
+    m, k = _qm((f32(s_x) * s_g) / f32(y_scale))
     lo, hi = _clamp(y_zero_point, relu)
     return b.add_node("batchnorm", [x], attrs=dict(
         x_zero_point=zx, y_zero_point=int(y_zero_point), qmin=lo, qmax=hi),
-        params=dict(scale=g_q.reshape(C), bias=quantize_bias(off, s_x, s_g).reshape(C),
-                    multiplier=m, shift=k),
+        params=dict(scale=g_q, bias=quantize_bias(off.reshape(-1), s_x, s_g), multiplier=m, shift=k),
         name=name, out_quant=(y_scale, y_zero_point))
 
 
@@ -154,12 +153,13 @@ def clip(b, x, lo, hi, name=None):
 
 
 def prelu(b, x, slope, *, y_scale, y_zero_point, name=None):
-    """PReLU with a per-channel float slope stored as int8 (one symmetric tensor scale)."""
+    """PReLU with a per-channel float slope stored as int8 with a symmetric per-channel
+    scale s_s[c] = |slope[c]|/127; negative side M_c = f32(f32(s_x*s_s[c])/s_y)."""
     s_x, zx = b.quant[x]
     C = b.shapes[x][1]
     sl = np.broadcast_to(np.asarray(slope, np.float32).reshape(-1), (C,))
-    q, s_s = quantize_weights(sl, per_channel=False)
-    m, k = _qm(np.full(C, (f32(s_x) * s_s) / f32(y_scale), dtype=np.float32))
+    q, s_s = quantize_weights(sl, per_channel=True)
+    m, k = _qm((f32(s_x) * s_s) / f32(y_scale))
     pm, pk = _scalar_qm(f32(s_x) / f32(y_scale))
     return b.add_node("prelu", [x], attrs=dict(
         x_zero_point=zx, y_zero_point=int(y_zero_point), pos_multiplier=pm, pos_shift=pk),

@@ -64,6 +64,22 @@ def _cache_dir():
         os.path.expanduser("~"), ".cache", "synapse_gpu")
 
 
+def _importer_fingerprint():
+    """sha256 of the code that turns ONNX into a graph: a changed importer never serves
+    a stale cached import, even within one release."""
+    from . import build, onnx as onnx_pkg, reference
+
+    h = hashlib.sha256(f"synapse-gpu {__version__}".encode())
+    for d in (os.path.dirname(onnx_pkg.__file__), os.path.dirname(reference.__file__)):
+        for f in sorted(os.listdir(d)):
+            if f.endswith(".py"):
+                with open(os.path.join(d, f), "rb") as fh:
+                    h.update(f.encode() + fh.read())
+    with open(build.__file__, "rb") as fh:
+        h.update(fh.read())
+    return h.hexdigest()
+
+
 def load_any(model, verbose=False):
     """A Graph from a Graph, a .syn path, or an .onnx path (imported, cached by content hash)."""
     if isinstance(model, Graph):
@@ -75,7 +91,7 @@ def load_any(model, verbose=False):
 
     with open(path, "rb") as f:
         data = f.read()
-    key = hashlib.sha256(data + f"synapse-gpu {__version__}".encode()).hexdigest()
+    key = hashlib.sha256(data + _importer_fingerprint().encode()).hexdigest()
     cached = os.path.join(_cache_dir(), key + ".syn")
     if os.path.exists(cached):
         try:

@@ -38,9 +38,6 @@ def ort_logits(digits):
 
 @pytest.fixture(scope="module")
 def sess(tmp_path_factory):
-    for mod in ("synapse_gpu.onnx.importer", "synapse_gpu.session"):
-        pytest.importorskip(mod, reason=f"{mod} is not importable yet: the digits example "
-                            "cannot run on Synapse until the ONNX importer and session exist")
     with pytest.MonkeyPatch.context() as mp:  # keep the import cache out of $HOME
         mp.setenv("SYNAPSE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         return synapse_gpu.InferenceSession(INT8, device="cpu")
@@ -78,3 +75,11 @@ def test_batch_invariance(sess, digits):
     for i in range(len(images)):
         (alone,) = sess.run(None, {"images": images[i:i + 1]}, output_type="int8")
         np.testing.assert_array_equal(alone[0], batch[i], err_msg=f"sample {i}")
+
+
+def test_shipped_model_file_is_the_import_of_the_onnx_file(sess):
+    """digits.syn (what `synapse demo` runs) must be exactly today's import of digits_int8.onnx:
+    regenerate it with examples/digits/compile.py after changing the importer or builder."""
+    from synapse_gpu.modelfile import load_model, model_id
+
+    assert model_id(load_model(os.path.join(EXAMPLES, "digits.syn"))) == sess.model_id
