@@ -21,16 +21,13 @@ the int8 range.
     python bench/bench_conv_cpu.py --quick    # fewer repetitions
 """
 import argparse
-import os
-import platform
-import time
-
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from synapse_gpu.backends import cpu_conv
 from synapse_gpu.reference.requant import quantize_multiplier
+from timing import QuietCheck, machine_line, median_times
 
 F32 = np.float32
 
@@ -99,83 +96,43 @@ def make_layer(rng, C, M, H, k, s, zx):
     return x, params, model(np.int8, 0), model(np.uint8, 128)
 
 
-def cpu_seconds():
-    """(CPU seconds used by the whole machine, by this process): the share of the other
-    processes tells whether the timings were taken on a quiet machine (Linux only)."""
-    own = os.times()
-    if not os.path.exists("/proc/stat"):
-        return None, own.user + own.system
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:]]
-    busy = sum(ticks[:3]) + sum(ticks[5:8])  # user nice system, irq softirq steal
-    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
-
-
-def median_times(fns, warmup, rounds, reps):
-    """Median and minimum seconds of each (fn, pause), timed in alternating blocks of
-    ``reps`` runs, each block followed by its pause.
-
-    Alternating spreads the machine's noise over the engines. The pauses let an engine's
-    idle threads stop competing for the cores before the next block: OpenBLAS's workers
-    spin for about 0.2 s after a call (measured: onnxruntime right after our conv ran up
-    to 3x slower), onnxruntime's for a few milliseconds.
-    """
-    samples = [[] for _ in fns]
-    for r in range(rounds):
-        for (fn, pause), times in zip(fns, samples):
-            for _ in range(warmup if r == 0 else 1):
-                fn()
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            time.sleep(pause)
-    return [(float(np.median(t)), min(t)) for t in samples]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="6 timed runs per layer, not 24")
     args = ap.parse_args()
     warmup, rounds, reps = (2, 2, 3) if args.quick else (3, 4, 6)
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs; python {platform.python_version()}, numpy {np.__version__}, "
-          f"onnxruntime {ort.__version__}")
+    print(machine_line())
     rng = np.random.default_rng(2024)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     totals = np.zeros((3, 2))  # engine x (median, min), weighted by uses
-    (machine0, own0), wall0 = cpu_seconds(), time.perf_counter()
-    print(f"{'layer':20s} {'out':>14s} {'uses':>4s} {'chunks':>6s} {'ours ms':>8s} "
-          f"{'ORT ms':>8s} {'ours/ORT':>8s} {'ORT-u8 ms':>9s}")
-    for name, C, M, H, k, s, uses in LAYERS:
-        x, params, model_s8, model_u8 = make_layer(rng, C, M, H, k, s, -10 if k == 7 else -128)
-        prepared = cpu_conv.prepare_conv(**params)
-        s8 = ort.InferenceSession(model_s8, so, providers=["CPUExecutionProvider"])
-        u8 = ort.InferenceSession(model_u8, so, providers=["CPUExecutionProvider"])
-        xu = (x.astype(np.int16) + 128).astype(np.uint8)
-        ours = prepared(x)
-        for engine, y in (("int8", s8.run(None, {"x": x})[0]),
-                          ("uint8", (u8.run(None, {"x": xu})[0].astype(np.int16) - 128))):
-            if not np.array_equal(ours, y):
-                raise AssertionError(f"{name}: {np.count_nonzero(ours != y)} of {y.size} "
-                                     f"outputs differ from onnxruntime's {engine} QLinearConv")
-        times = median_times([(lambda: prepared(x), 0.3), (lambda: s8.run(None, {"x": x}), 0.05),
-                              (lambda: u8.run(None, {"x": xu}), 0.05)], warmup, rounds, reps)
-        totals += uses * np.array(times)
-        (t_ours, _), (t_ort, _), (t_u8, _) = times
-        print(f"{name:20s} {str(ours.shape[1:]):>14s} {uses:4d} "
-              f"{len(prepared.gemm.splits) - 1:6d} {t_ours * 1e3:8.3f} {t_ort * 1e3:8.3f} "
-              f"{t_ours / t_ort:8.2f} {t_u8 * 1e3:9.3f}")
-    (ours_t, ours_min), (ort_t, ort_min), (u8_t, u8_min) = totals
-    print(f"{'ResNet-50, 53 convs':20s} {'':14s} {'':4s} {'':6s} {ours_t * 1e3:8.2f} "
-          f"{ort_t * 1e3:8.2f} {ours_t / ort_t:8.2f} {u8_t * 1e3:9.2f}")
-    print("all outputs bit-identical to onnxruntime's QLinearConv (int8 and uint8)")
-    (machine1, own1), wall = cpu_seconds(), time.perf_counter() - wall0
-    if machine0 is not None:
-        others = max(0.0, (machine1 - machine0) - (own1 - own0)) / (wall * os.cpu_count())
-        print(f"other processes used {others:.0%} of the machine's CPU time during the run"
-              + (" (timings disturbed: rerun on a quiet machine)" if others > 0.05 else ""))
+    with QuietCheck() as quiet:
+        print(f"{'layer':20s} {'out':>14s} {'uses':>4s} {'chunks':>6s} {'ours ms':>8s} "
+              f"{'ORT ms':>8s} {'ours/ORT':>8s} {'ORT-u8 ms':>9s}")
+        for name, C, M, H, k, s, uses in LAYERS:
+            x, params, model_s8, model_u8 = make_layer(rng, C, M, H, k, s, -10 if k == 7 else -128)
+            prepared = cpu_conv.prepare_conv(**params)
+            s8 = ort.InferenceSession(model_s8, so, providers=["CPUExecutionProvider"])
+            u8 = ort.InferenceSession(model_u8, so, providers=["CPUExecutionProvider"])
+            xu = (x.astype(np.int16) + 128).astype(np.uint8)
+            ours = prepared(x)
+            for engine, y in (("int8", s8.run(None, {"x": x})[0]),
+                              ("uint8", (u8.run(None, {"x": xu})[0].astype(np.int16) - 128))):
+                if not np.array_equal(ours, y):
+                    raise AssertionError(f"{name}: {np.count_nonzero(ours != y)} of {y.size} "
+                                         f"outputs differ from onnxruntime's {engine} QLinearConv")
+            times = median_times([(lambda: prepared(x), 0.3), (lambda: s8.run(None, {"x": x}), 0.05),
+                                  (lambda: u8.run(None, {"x": xu}), 0.05)], warmup, rounds, reps)
+            totals += uses * np.array(times)
+            (t_ours, _), (t_ort, _), (t_u8, _) = times
+            print(f"{name:20s} {str(ours.shape[1:]):>14s} {uses:4d} "
+                  f"{len(prepared.gemm.splits) - 1:6d} {t_ours * 1e3:8.3f} {t_ort * 1e3:8.3f} "
+                  f"{t_ours / t_ort:8.2f} {t_u8 * 1e3:9.3f}")
+        (ours_t, ours_min), (ort_t, ort_min), (u8_t, u8_min) = totals
+        print(f"{'ResNet-50, 53 convs':20s} {'':14s} {'':4s} {'':6s} {ours_t * 1e3:8.2f} "
+              f"{ort_t * 1e3:8.2f} {ours_t / ort_t:8.2f} {u8_t * 1e3:9.2f}")
+        print("all outputs bit-identical to onnxruntime's QLinearConv (int8 and uint8)")
+    print(quiet.line())
     print(f"total ours / ORT int8 = {ours_t / ort_t:.2f} (medians), {ours_min / ort_min:.2f} "
           f"(best runs); ours / ORT uint8 = {ours_t / u8_t:.2f} (medians), "
           f"{ours_min / u8_min:.2f} (best runs)")

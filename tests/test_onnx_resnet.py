@@ -1,17 +1,7 @@
 """End to end: ResNet-50 quantized by onnxruntime, imported, run, compared.
 
-The architecture is the onnx wheel's light_resnet50 (weights replaced by
-ConstantOfShape there): seeded He-initialised weights, BatchNorm with sensible
-statistics, folded by onnxruntime's quant_pre_process, then quantize_static
-(per-channel int8, 4 seeded calibration images) to QDQ and to QOperator.
-Two edits, same math, both forced by how quantize_static treats the ops:
-- Sum -> Add: quantize_static quantizes Add, not Sum; a float Sum -> Relu ->
-  AveragePool chain in QDQ has no integer form (the importer rejects it).
-- AveragePool 7x7 -> GlobalAveragePool (identical on the 7x7 map): quantize_static
-  gives a QDQ AveragePool its input's scale but a QLinearAveragePool a calibrated
-  one, so the two formats would carry different scales.
-The Softmax is dropped: top-1 is read from the logits, and an int8 softmax over
-1000 near-uniform classes would collapse to a few codes.
+The model: synapse_gpu/examples/resnet50.py (light_resnet50 from the onnx wheel with
+seeded weights, quantized by quantize_static, per-channel, to QDQ and to QOperator).
 
 Measured (4 / 16 images; docs/onnx_import.md): QOperator vs onnxruntime 91.1% /
 80.8% identical int8 logits, at most 2 steps, top-1 100%: every layer is bit-exact
@@ -26,9 +16,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper, numpy_helper
 
 from synapse_gpu import InferenceSession
+from synapse_gpu.examples.resnet50 import images, quantized_resnet50
 from synapse_gpu.onnx.importer import import_onnx
 
 pytestmark = pytest.mark.slow
@@ -37,104 +27,14 @@ pytestmark = pytest.mark.slow
 N_IMAGES = int(os.environ.get("SYNAPSE_RESNET_IMAGES", "4"))
 
 
-def images(n, seed):
-    """Smooth random patterns: i.i.d. noise would give every image the same pooled features."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.meshgrid(np.linspace(-1, 1, 224), np.linspace(-1, 1, 224), indexing="ij")
-    out = np.zeros((n, 3, 224, 224))
-    for img in out:
-        for c in range(3):
-            for _ in range(4):
-                f, ph = rng.uniform(1, 8, 2), rng.uniform(0, 2 * np.pi)
-                img[c] += rng.normal() * np.sin(np.pi * (f[0] * xx + f[1] * yy) + ph)
-        img += rng.normal(0, 0.3, img.shape)
-    return out.astype(np.float32)
-
-
-def float_resnet50(calib, seed=0):
-    path = onnx.__path__[0] + "/backend/test/data/light/light_resnet50.onnx"
-    src = onnx.load(path).graph
-    rng = np.random.default_rng(seed)
-    shapes = {t.name: numpy_helper.to_array(t) for t in src.initializer}
-    params = {}
-    for n in src.node:
-        if n.op_type == "ConstantOfShape":
-            params[n.output[0]] = tuple(int(v) for v in shapes[n.input[0]])
-    for name, a in shapes.items():  # the file keeps a few real BN tensors: re-seed them too
-        if name.startswith("gpu_0/res") and "SHAPE" not in name:
-            params[name] = a.shape
-    inits = []
-    for name in sorted(params):
-        shape = params[name]
-        if name.endswith("_w_0"):  # He init; the classifier at unit gain
-            gain = 2.0 if len(shape) == 4 else 1.0
-            a = rng.standard_normal(shape) * np.sqrt(gain / np.prod(shape[1:]))
-        elif name.endswith("_bn_s_0"):  # smaller last-branch gains keep the residual sum tame
-            a = rng.uniform(0.5, 1.0, shape) * (0.3 if "branch2c" in name else 1.0)
-        elif name.endswith("_bn_riv_0"):
-            a = rng.uniform(0.5, 2.0, shape)
-        else:  # BN shift and mean, classifier bias
-            a = rng.normal(0, 0.1, shape)
-        inits.append(numpy_helper.from_array(a.astype(np.float32), name))
-    inits.append(numpy_helper.from_array(np.array([-1, 2048], np.int64), "OC2_DUMMY_1"))
-    nodes = []
-    for n in src.node:
-        if n.op_type in ("ConstantOfShape", "Softmax"):
-            continue
-        if n.op_type == "Sum":
-            n = helper.make_node("Add", n.input, n.output, n.name)
-        elif n.op_type == "AveragePool":
-            n = helper.make_node("GlobalAveragePool", n.input, n.output, n.name)
-        n.input[:] = ["data" if i == "gpu_0/data_0" else i for i in n.input]
-        n.output[:] = ["logits" if o == "r174" else o for o in n.output]
-        nodes.append(n)
-    graph = helper.make_graph(
-        nodes, "resnet50", [helper.make_tensor_value_info("data", 1, ["N", 3, 224, 224])],
-        [helper.make_tensor_value_info("logits", 1, ["N", 1000])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
-    model.ir_version = 7
-    model = onnx.version_converter.convert_version(model, 13)
-    # Centre the classifier (bias = -W mean feature) so the top-1 follows the input.
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    probe.graph.output.append(onnx.ValueInfoProto(name="r173"))
-    feats = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        ["r173"], {"data": calib})[0]
-    w = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "gpu_0/pred_w_0"))
-    for t in model.graph.initializer:
-        if t.name == "gpu_0/pred_b_0":
-            t.CopyFrom(numpy_helper.from_array((-w @ feats.mean(0)).astype(np.float32), t.name))
-    return model
-
-
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     tmp = tmp_path_factory.mktemp("resnet")
-    calib = images(4, 1)
-    onnx.save(float_resnet50(calib), tmp / "f32.onnx")
-    quant_pre_process(str(tmp / "f32.onnx"), str(tmp / "f32_folded.onnx"))  # folds BN into conv
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"data": calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    paths = {}
-    for key, fmt, act in (("QDQ", "QDQ", "QInt8"), ("QOperator", "QOperator", "QInt8"),
-                          ("QOperator-uint8", "QOperator", "QUInt8")):
-        paths[key] = str(tmp / f"resnet50_{key}.onnx")
-        quantize_static(str(tmp / "f32_folded.onnx"), paths[key], Reader(),
-                        quant_format=getattr(QuantFormat, fmt), per_channel=True,
-                        activation_type=getattr(QuantType, act), weight_type=QuantType.QInt8)
+    paths = quantized_resnet50(str(tmp), formats=("QDQ", "QOperator", "QOperator-uint8"))
+    out = {}
     x = images(N_IMAGES, 7)
-    out = {"float": ort.InferenceSession(str(tmp / "f32.onnx"), providers=[
-        "CPUExecutionProvider"]).run(None, {"data": x})[0]}
+    out["float"] = ort.InferenceSession(str(tmp / "f32.onnx"), providers=[
+        "CPUExecutionProvider"]).run(None, {"data": x})[0]
     for fmt, path in paths.items():
         graph = import_onnx(path)
         sess = InferenceSession(graph, device="cpu")

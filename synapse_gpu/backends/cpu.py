@@ -1,4 +1,5 @@
-"""CPU backend: the numpy reference, with conv and dense on the exact float-BLAS path.
+"""CPU backend: the numpy reference, with conv and dense on the exact float-BLAS path
+and the per-element requantizing ops as exact lookup tables (cpu_tables.py).
 
 Executes the core's traversal in order. Intermediates live in a dict and are
 dropped after their last reader (numpy's allocator reuses the memory); the slot
@@ -7,6 +8,7 @@ plan matters for the device backend, where allocation is explicit.
 from __future__ import annotations
 
 from .. import registry
+from . import cpu_tables
 
 _FAST = {"conv1d", "conv2d", "conv3d", "dense"}
 
@@ -17,6 +19,8 @@ def _step(node, buffers):
 
         prepare = cpu_conv.prepare_dense if node.op == "dense" else cpu_conv.prepare_conv
         return prepare(**registry.node_kwargs(node, buffers))  # weights laid out once per session
+    if node.op in cpu_tables.TABLE_OPS:
+        return cpu_tables.prepare(node, buffers)
     ref = registry.reference_op(node.op)
     return lambda *xs: registry.call(ref, node, xs, buffers)
 
