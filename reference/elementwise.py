@@ -9,14 +9,14 @@ Two final roundings, each chosen to reproduce the ONNX Runtime kernel of the op:
 - ``requant`` (requant.py): round half to even, THEN add z_y, as MLAS's
   requantization (conv, gemm) does. Used where ONNX Runtime has no integer
   kernel to follow (requantize, batchnorm, prelu).
-- ``requant_zp_inside``: add z_y, THEN round half to even, i.e. a tie goes to the
+- ``requant_zp_inside`` (requant.py): add z_y, THEN round half to even, i.e. a tie goes to the
   even OUTPUT code, as QLinearAdd / QLinearMul / QLinearAveragePool round
   float(v * M + z_y). The two differ only at exact ties with an odd z_y, but
   those are common (M = 1/2, power-of-two scales).
 """
 import numpy as np
 
-from .requant import INT8_MAX, INT8_MIN, requant, round_to_24_bits, scale_by_pow2
+from .requant import INT8_MAX, INT8_MIN, requant, requant_zp_inside, round_shift_zp
 
 
 def _i64(v):
@@ -26,31 +26,6 @@ def _i64(v):
 def _per_channel(v, ndim):
     """A (C,) param reshaped to broadcast along axis 1 of a rank-``ndim`` tensor."""
     return _i64(v).reshape((1, -1) + (1,) * (ndim - 2))
-
-
-def round_shift_zp(v, s, zero_point):
-    """rhe(v * 2^-s + z) for int64 v, integer z and any integer shift s.
-
-    z joins before the rounding: ties go to the even output code. Exact for
-    |v| < 2^63 when s <= 62; a larger s acts as 62, which is exact (result z)
-    for |v| < 2^61 (as round_shift). s < 0 scales up and saturates like requant.
-    """
-    v, s, z = _i64(v), _i64(s), _i64(zero_point)
-    t = np.clip(s, 1, 62)
-    q = v >> t  # floor(v / 2^t)
-    r = v - (q << t)  # in [0, 2^t)
-    half = np.int64(1) << (t - 1)
-    q = q + ((r > half) | ((r == half) & ((q + z) % 2 == 1)))
-    return np.where(s > 0, q, scale_by_pow2(v, s)) + z
-
-
-def requant_zp_inside(acc, multiplier, shift, zero_point, qmin=INT8_MIN, qmax=INT8_MAX):
-    """requant with the zero point added before the last rounding:
-        y = clamp(rhe(f32(f32(acc) * M) + z), qmin, qmax),  M = m * 2^-k
-    steps 1 and 2 (the two 24-bit roundings) are requant's; |acc| <= 2^31.
-    """
-    p = round_to_24_bits(round_to_24_bits(_i64(acc)) * _i64(multiplier))
-    return np.clip(round_shift_zp(p, shift, zero_point), qmin, qmax).astype(np.int8)
 
 
 def requantize(x, *, x_zero_point, y_zero_point, multiplier, shift,

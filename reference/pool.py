@@ -10,8 +10,7 @@ padded region* inside [-pad_begin, n + pad_end).
 """
 import numpy as np
 
-from .elementwise import requant_zp_inside
-from .requant import INT8_MAX, INT8_MIN, requant
+from .requant import INT8_MAX, INT8_MIN, requant, requant_zp_inside
 
 
 def output_size(n, k, stride, pad_begin, pad_end, dilation, ceil_mode):

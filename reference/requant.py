@@ -101,6 +101,35 @@ def requant(acc, multiplier, shift, zero_point, qmin=INT8_MIN, qmax=INT8_MAX):
     return np.clip(y, qmin, qmax).astype(np.int8)
 
 
+def round_shift_zp(v, s, zero_point):
+    """round_half_even(v * 2^-s + z) for int64 v, integer z and any integer shift s.
+
+    z joins before the rounding: ties go to the even OUTPUT code (onnxruntime's
+    QLinearAdd / QLinearMul / QLinearAveragePool round float(v * M + z_y)). Exact for
+    |v| < 2^63 when s <= 62; a larger s acts as 62, exact (result z) for |v| < 2^61.
+    s < 0 scales up and saturates like requant.
+    """
+    v = np.asarray(v, dtype=np.int64)
+    s = np.asarray(s, dtype=np.int64)
+    z = np.asarray(zero_point, dtype=np.int64)
+    t = np.clip(s, 1, 62)
+    q = v >> t  # floor(v / 2^t)
+    r = v - (q << t)  # in [0, 2^t)
+    half = np.int64(1) << (t - 1)
+    q = q + ((r > half) | ((r == half) & ((q + z) % 2 == 1)))
+    return np.where(s > 0, q, scale_by_pow2(v, s)) + z
+
+
+def requant_zp_inside(acc, multiplier, shift, zero_point, qmin=INT8_MIN, qmax=INT8_MAX):
+    """requant with the zero point added before the last rounding:
+        y = clamp(rhe(f32(f32(acc) * M) + z), qmin, qmax),  M = m * 2^-k
+    steps 1 and 2 (the two 24-bit roundings) are requant's; |acc| <= 2^31.
+    """
+    a = round_to_24_bits(np.asarray(acc, dtype=np.int64))
+    p = round_to_24_bits(a * np.asarray(multiplier, dtype=np.int64))
+    return np.clip(round_shift_zp(p, shift, zero_point), qmin, qmax).astype(np.int8)
+
+
 def add_multipliers(m_a, m_b):
     """Integer multipliers (A, B, K) for y = rhe((da * M_a + db * M_b) * 1) of add.
 

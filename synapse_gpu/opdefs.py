@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ShapeError, UnsupportedOpError
+from .reference.pool import output_size
 
 I8, I32, I64 = np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.int64)
 INT_TYPES = (I32, I64)  # multipliers may be stored in either
@@ -39,15 +40,6 @@ def _same(node, s, p):
     return [s[0]]
 
 
-def _window(n, k, s, pb, pe, d, ceil_mode=0):
-    span = (k - 1) * d + 1
-    num = n + pb + pe - span
-    out = (-(-num // s) if ceil_mode else num // s) + 1
-    if ceil_mode and (out - 1) * s >= n + pb:  # last window must start inside
-        out -= 1
-    return out
-
-
 def _spatial(node, x, kernel, ceil_mode=0):
     nd = len(kernel)
     a = node.attrs
@@ -61,7 +53,7 @@ def _spatial(node, x, kernel, ceil_mode=0):
                    f"dilations {dil}, pads {pads} do not fit together")
     if min(strides) < 1 or min(dil) < 1 or min(pads) < 0 or min(kernel) < 1:
         fail(node, "strides, dilations, kernel must be >= 1 and pads >= 0")
-    out = [_window(x[2 + i], kernel[i], strides[i], pads[i], pads[nd + i], dil[i], ceil_mode)
+    out = [output_size(x[2 + i], kernel[i], strides[i], pads[i], pads[nd + i], dil[i], ceil_mode)
            for i in range(nd)]
     if min(out) < 1:
         fail(node, f"window {list(kernel)} does not fit the input {list(x[2:])} with pads {pads}")

@@ -11,7 +11,7 @@ import pytest
 from synapse_gpu import InferenceSession
 from synapse_gpu.backends import cpu, cuda
 from synapse_gpu.reference import requant as R
-from synapse_gpu.reference.elementwise import requant_zp_inside, round_shift_zp
+from synapse_gpu.reference.requant import requant_zp_inside, round_shift_zp
 
 from cuda_host import cases
 
@@ -196,3 +196,38 @@ def test_session_digest_equal_on_cpu_and_gpu():
     c = cpu_sess.run_full(None, {"input": x}, output_type="int8", trace=True)
     assert g.digest == c.digest
     assert [e.digest for e in g.trace] == [e.digest for e in c.trace]
+
+
+def _cpu_gpu(model, feeds, trace=False):
+    runs = [InferenceSession(model, device=d).run_full(None, feeds, output_type="int8", trace=trace)
+            for d in ("cpu", "cuda")]
+    for name, a in runs[0].int8_outputs.items():
+        np.testing.assert_array_equal(runs[1].int8_outputs[name], a)
+    assert runs[0].digest == runs[1].digest
+    return runs
+
+
+def test_bundled_digits_model_cpu_equals_gpu():
+    from synapse_gpu.examples.demo import example_path
+
+    data = np.load(str(example_path("digits_test.npz")))
+    model = str(example_path("digits.syn"))
+    cpu_run, gpu_run = _cpu_gpu(model, {"images": data["images"]}, trace=True)
+    assert [e.digest for e in cpu_run.trace] == [e.digest for e in gpu_run.trace]
+    gpu_sess = InferenceSession(model, device="cuda")
+    batch = gpu_sess.run(None, {"images": data["images"][:32]}, output_type="int8")[0]
+    for i in range(32):  # batch invariance on the device
+        alone = gpu_sess.run(None, {"images": data["images"][i:i + 1]}, output_type="int8")[0]
+        np.testing.assert_array_equal(alone[0], batch[i])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_quantized_resnet50_cpu_equals_gpu(fmt, tmp_path_factory):
+    from synapse_gpu.examples.resnet50 import images, quantized_resnet50
+
+    path = quantized_resnet50(str(tmp_path_factory.mktemp("r50")), formats=(fmt,))[fmt]
+    x = images(4, 3)
+    cpu_run, gpu_run = _cpu_gpu(path, {"data": x})
+    one = InferenceSession(path, device="cuda").run(None, {"data": x[2:3]}, output_type="int8")[0]
+    np.testing.assert_array_equal(one[0], gpu_run.int8_outputs["logits"][2])

@@ -152,7 +152,7 @@ def test_requant_exact_ties(lib):
 
 def test_round_shift_zp(lib):
     """z joins before the rounding: ties go to the even output code."""
-    from synapse_gpu.reference.elementwise import round_shift_zp
+    from synapse_gpu.reference.requant import round_shift_zp
 
     rng = np.random.default_rng(7)
     v = np.concatenate([np.repeat(_edges(), 6), _log_uniform_ints(rng, 300_000, 62)])
@@ -167,7 +167,7 @@ def test_round_shift_zp(lib):
 
 
 def test_requant_zp_inside_random(lib):
-    from synapse_gpu.reference.elementwise import requant_zp_inside
+    from synapse_gpu.reference.requant import requant_zp_inside
 
     rng = np.random.default_rng(8)
     n = 1_000_000

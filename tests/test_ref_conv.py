@@ -88,7 +88,7 @@ def loop_conv(x, p):
     outside the input) and accumulate (x - zx) @ (w - zw) over the group's channels."""
     w = p["w"].astype(np.int64)
     M, Cg, kernel = w.shape[0], w.shape[1], w.shape[2:]
-    N, C, spatial = x.shape[0], x.shape[1], x.shape[2:]
+    N, spatial = x.shape[0], x.shape[2:]
     nd, G = len(kernel), p["group"]
     Mg = M // G
     s, d = p["strides"], p["dilations"]

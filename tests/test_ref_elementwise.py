@@ -13,9 +13,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from reference.elementwise import (add, batchnorm, clip, identity, mul, prelu, relu,
-                                   requant_zp_inside, requantize, round_shift_zp)
-from reference.requant import add_multipliers, quantize_multiplier, requant, round_shift
+from synapse_gpu.reference.elementwise import (add, batchnorm, clip, identity, mul, prelu, relu,
+                                               requantize)
+from synapse_gpu.reference.requant import (add_multipliers, quantize_multiplier, requant,
+                                           requant_zp_inside, round_shift, round_shift_zp)
 
 F32 = np.float32
 ZPS = [-128, -37, 0, 1, 127]

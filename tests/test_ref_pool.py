@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from reference.pool import avg_pool, global_avg_pool, max_pool
-from reference.requant import quantize_multiplier
+from synapse_gpu.reference.pool import avg_pool, global_avg_pool, max_pool
+from synapse_gpu.reference.requant import quantize_multiplier
 
 F32 = np.float32
 

@@ -6,8 +6,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from reference.requant import quantize_multiplier
-from reference.shape import concat, flatten, pad, reshape, transpose
+from synapse_gpu.reference.requant import quantize_multiplier
+from synapse_gpu.reference.shape import concat, flatten, pad, reshape, transpose
 
 F32 = np.float32
 

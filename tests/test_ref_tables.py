@@ -13,8 +13,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from reference.softmax import EXP_ONE, MAX_AXIS, softmax, softmax_params
-from reference.tables import (hard_sigmoid_table, leaky_relu_table, lut, sigmoid_table, tanh_table,
+from synapse_gpu.reference.softmax import EXP_ONE, MAX_AXIS, softmax, softmax_params
+from synapse_gpu.reference.tables import (hard_sigmoid_table, leaky_relu_table, lut, sigmoid_table, tanh_table,
                               unary_table)
 
 F32 = np.float32

@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from reference.boundary import dequantize, quantize
-from reference.requant import (add_multipliers, bit_length, multiplier_value,
+from synapse_gpu.reference.boundary import dequantize, quantize
+from synapse_gpu.reference.requant import (add_multipliers, bit_length, multiplier_value,
                                quantize_multiplier, requant, round_shift)
 
 F32 = np.float32
