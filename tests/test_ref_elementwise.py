@@ -9,30 +9,21 @@ measured and printed (pytest -s -k onnxruntime), docs/ops_rules.md records it.
 from fractions import Fraction
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from synapse_gpu.reference.elementwise import (add, batchnorm, clip, identity, mul, prelu, relu,
                                                requantize)
 from synapse_gpu.reference.requant import (add_multipliers, quantize_multiplier, requant,
                                            requant_zp_inside, round_shift, round_shift_zp)
+from ort_helpers import agreement, ort_node, rand_i8, rng_for
 
 F32 = np.float32
 ZPS = [-128, -37, 0, 1, 127]
 CLAMPS = [(-128, 127), (-20, 100), (0, 127)]
 
 
-def rng_for(*parts):
-    """A fixed-seed generator per test case (seeds may be negative or tuples)."""
-    return np.random.default_rng([int(v) % 2 ** 32 for p in parts for v in np.ravel(p)])
 
 
-def rand_i8(rng, shape):
-    x = rng.integers(-128, 128, size=shape).astype(np.int8)
-    x.flat[0] = -128  # both ends of the range are always present
-    x.flat[-1] = 127
-    return x
 
 
 def float_rq(acc, M, z, qmin=-128, qmax=127):
@@ -53,26 +44,8 @@ def mk(M):
     return m, k
 
 
-def ort_node(op, names, feeds, inits, attrs=None, domain=""):
-    node = helper.make_node(op, names, ["y"], domain=domain or None, **(attrs or {}))
-    ins = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-           for n, a in feeds.items()]
-    graph = helper.make_graph([node], "g", ins, [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
-                              initializer=[numpy_helper.from_array(np.asarray(a), n) for n, a in inits.items()])
-    opsets = [helper.make_opsetid("", 21)] + ([helper.make_opsetid(domain, 1)] if domain else [])
-    model = helper.make_model(graph, opset_imports=opsets, ir_version=10)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)[0]
 
 
-def agreement(name, ours, theirs):
-    d = np.abs(ours.astype(np.int64) - theirs.astype(np.int64))
-    frac = float((d == 0).mean())
-    print(f"\nAGREEMENT {name}: {d.size} outputs, identical {frac:.7f} "
-          f"({int((d != 0).sum())} differ), max difference {int(d.max())} steps")
-    return frac, int(d.max())
 
 
 # ---- requantize, batchnorm, prelu --------------------------------------------------------

@@ -2,45 +2,13 @@
 concat's rescale, the float32 formula of requant; agreement with ONNX Runtime's
 QLinearConcat is measured (pytest -s -k onnxruntime)."""
 import numpy as np
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from synapse_gpu.reference.requant import quantize_multiplier
 from synapse_gpu.reference.shape import concat, flatten, pad, reshape, transpose
+from ort_helpers import agreement, ort_node, rand_i8, rng_for
 
 F32 = np.float32
-
-
-def rng_for(*parts):
-    return np.random.default_rng([int(v) % 2 ** 32 for p in parts for v in np.ravel(p)])
-
-
-def rand_i8(rng, shape):
-    x = rng.integers(-128, 128, size=shape).astype(np.int8)
-    x.flat[0], x.flat[-1] = -128, 127
-    return x
-
-
-def ort_node(op, names, feeds, inits, attrs=None, domain=""):
-    node = helper.make_node(op, names, ["y"], domain=domain or None, **(attrs or {}))
-    ins = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-           for n, a in feeds.items()]
-    graph = helper.make_graph([node], "g", ins, [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
-                              initializer=[numpy_helper.from_array(np.asarray(a), n) for n, a in inits.items()])
-    opsets = [helper.make_opsetid("", 21)] + ([helper.make_opsetid(domain, 1)] if domain else [])
-    model = helper.make_model(graph, opset_imports=opsets, ir_version=10)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-
-
-def agreement(name, ours, theirs):
-    d = np.abs(ours.astype(np.int64) - theirs.astype(np.int64))
-    frac = float((d == 0).mean())
-    print(f"\nAGREEMENT {name}: {d.size} outputs, identical {frac:.7f} "
-          f"({int((d != 0).sum())} differ), max difference {int(d.max())} steps")
-    return frac, int(d.max())
 
 
 SHAPES = [(2, 3), (2, 3, 4), (3, 2, 4, 5), (2, 1, 3, 2, 2)]

@@ -16,19 +16,14 @@ from onnx import TensorProto, helper, numpy_helper
 from synapse_gpu.reference.softmax import EXP_ONE, MAX_AXIS, softmax, softmax_params
 from synapse_gpu.reference.tables import (hard_sigmoid_table, leaky_relu_table, lut, sigmoid_table, tanh_table,
                               unary_table)
+from ort_helpers import agreement, rand_i8, rng_for
 
 F32 = np.float32
 CODES = np.arange(-128, 128, dtype=np.int8)
 
 
-def rng_for(*parts):
-    return np.random.default_rng([int(v) % 2 ** 32 for p in parts for v in np.ravel(p)])
 
 
-def rand_i8(rng, shape):
-    x = rng.integers(-128, 128, size=shape).astype(np.int8)
-    x.flat[0], x.flat[-1] = -128, 127
-    return x
 
 
 def ort_graph(nodes, feeds, inits, domain="", out=TensorProto.INT8):
@@ -58,12 +53,6 @@ def qdq_unary(op, x, s_x, z_x, s_y, z_y, **attrs):
     return ort_graph(nodes, {"x": x}, inits)
 
 
-def agreement(name, ours, theirs):
-    d = np.abs(ours.astype(np.int64) - theirs.astype(np.int64))
-    frac = float((d == 0).mean())
-    print(f"\nAGREEMENT {name}: {d.size} outputs, identical {frac:.7f} "
-          f"({int((d != 0).sum())} differ), max difference {int(d.max())} steps")
-    return frac, int(d.max())
 
 
 def table_params(rng, n):
