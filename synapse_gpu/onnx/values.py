@@ -1,4 +1,5 @@
-"""What an ONNX tensor is to the importer (see importer.py's docstring)."""
+"""What an ONNX tensor is to the importer (see importer.py's docstring), how a value
+is named in error messages, and the uint8 -> int8 code rule the op modules share."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,9 +8,13 @@ from typing import Callable
 import numpy as np
 from onnx import TensorProto
 
+from ..errors import DtypeError
+from .checks import label
+
 # A batch size in a folded shape computation (Shape of an activation): it may be
 # copied, gathered, concatenated, but never used in arithmetic.
 BATCH_SYM = -(1 << 62)
+_INT8_TYPES = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8}
 
 
 @dataclass
@@ -97,3 +102,27 @@ class Acc:
     bias: np.ndarray | None = None  # float32 per output channel, real units
     lo: float | None = None
     hi: float | None = None
+
+
+def int8_codes(node, a, what):
+    """int8 codes of an int8/uint8 array (uint8 shifted by -128)."""
+    if a.dtype == np.int8:
+        return a
+    if a.dtype == np.uint8:
+        return (a.astype(np.int16) - 128).astype(np.int8)
+    raise DtypeError(f"node {label(node)!r} (op {node.op_type}): {what} has dtype {a.dtype}, "
+                     "expected int8 or uint8")
+
+
+def int8_onnx_type(a):
+    """TensorProto.INT8 or UINT8 for an int8/uint8 array, else None."""
+    return _INT8_TYPES.get(a.dtype)
+
+
+def describe(v):
+    """What a value is, for error messages."""
+    return {Const: "a constant", Int: "a quantized tensor", Deq: "a dequantized tensor",
+            QConst: "a dequantized constant", FloatIn: "a float graph input",
+            Pending: "the float output of node {!r} ({})", Acc: "an int32 accumulator",
+            type(None): "missing"}[type(v)].format(
+        *((label(v.node), v.node.op_type) if isinstance(v, Pending) else ()))
