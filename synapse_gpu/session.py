@@ -153,6 +153,10 @@ class InferenceSession:
         feeds, batch = {}, None
         for t in self.graph.inputs:
             a = np.asarray(input_feed[t.name])
+            if a.ndim != len(t.shape) or a.shape[1:] != tuple(t.shape[1:]) or (
+                    t.shape[0] != -1 and a.shape[0] != t.shape[0]) or a.shape[0] < 1:
+                raise ShapeError(f"input {t.name!r} has shape {list(a.shape)}; expected "
+                                 f"{_dims(t.shape)}")
             if a.dtype == np.int8:
                 q = a
             elif a.dtype in _FLOATS:
@@ -163,10 +167,6 @@ class InferenceSession:
             else:
                 raise DtypeError(f"input {t.name!r} has dtype {a.dtype}; expected float32 "
                                  "(quantized here) or int8 (already quantized)")
-            if a.ndim != len(t.shape) or a.shape[1:] != tuple(t.shape[1:]) or (
-                    t.shape[0] != -1 and a.shape[0] != t.shape[0]) or a.shape[0] < 1:
-                raise ShapeError(f"input {t.name!r} has shape {list(a.shape)}; expected "
-                                 f"{_dims(t.shape)}")
             if batch is not None and a.shape[0] != batch:
                 raise ShapeError(f"inputs have different batch sizes ({batch} and {a.shape[0]})")
             batch = a.shape[0]
