@@ -49,6 +49,15 @@ def test_truncated_file_fails_cleanly(saved, tmp_path):
             load_model(t)
 
 
+def _flipped(data, pos, bit, tmp_path):
+    """A copy of the file with one bit flipped at byte ``pos``."""
+    bad = bytearray(data)
+    bad[pos] ^= bit
+    t = tmp_path / "flip.syn"
+    t.write_bytes(bytes(bad))
+    return t
+
+
 def test_every_flipped_data_byte_is_detected(saved, tmp_path):
     _, p, _ = saved
     data = bytearray(p.read_bytes())
@@ -56,12 +65,8 @@ def test_every_flipped_data_byte_is_detected(saved, tmp_path):
     rng = np.random.default_rng(0)
     positions = rng.choice(np.arange(8 + header_len, len(data)), size=20, replace=False)
     for pos in positions:
-        bad = bytearray(data)
-        bad[pos] ^= 0x10
-        t = tmp_path / "flip.syn"
-        t.write_bytes(bytes(bad))
         with pytest.raises(errors.ChecksumError):
-            load_model(t)
+            load_model(_flipped(data, pos, 0x10, tmp_path))
 
 
 def test_flipped_header_byte_fails_cleanly(saved, tmp_path):
@@ -69,12 +74,8 @@ def test_flipped_header_byte_fails_cleanly(saved, tmp_path):
     data = bytearray(p.read_bytes())
     header_len = struct.unpack("<Q", bytes(data[:8]))[0]
     for pos in range(8, 8 + header_len, max(1, header_len // 40)):
-        bad = bytearray(data)
-        bad[pos] ^= 0x01
-        t = tmp_path / "flip.syn"
-        t.write_bytes(bytes(bad))
         with pytest.raises(errors.ModelFormatError):
-            load_model(t)
+            load_model(_flipped(data, pos, 0x01, tmp_path))
 
 
 def _raw_file(tmp_path, header: dict, payload=b"", declared_len=None):
