@@ -63,3 +63,7 @@ class InputSizeLimitError(SynapseLimitError):
 
 class KernelSizeLimitError(SynapseLimitError):
     """A reduction (kernel size x input channels) of 2^16 terms or more."""
+
+
+class CostLimitError(SynapseError):
+    """A model whose deterministic cost per sample exceeds the caller's budget (max_cost)."""

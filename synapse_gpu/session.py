@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import __version__, backends
+from .cost import model_cost
 from .digest import run_digest, tensor_digest
-from .errors import DtypeError, InputError, ShapeError
+from .errors import CostLimitError, DtypeError, InputError, ShapeError
 from .graph import Graph
 from .modelfile import load_model, model_id, save_model
 from .reference.boundary import dequantize, quantize
@@ -57,6 +58,7 @@ class RunResult:
     int8_outputs: dict  # name -> int8 array, every graph output
     digest: str
     trace: list | None  # TraceEntry per node in execution order, when asked for
+    cost: int | None = None  # deterministic cost of this run: batch x cost per sample (cost.py)
 
 
 def _cache_dir():
@@ -119,12 +121,18 @@ class InferenceSession:
     device: "auto" (CUDA when CuPy and a GPU answer, else the CPU with a one-line
     notice), "cpu" or "cuda" (DeviceError if unusable). strict: enforce the
     Synapse limits (docs/SPEC.md); the int32 overflow proof is always enforced.
+    max_cost: refuse (CostLimitError) a model whose deterministic cost per sample
+    (synapse_gpu/cost.py) exceeds it, before any backend is prepared.
     """
 
-    def __init__(self, model, device="auto", *, strict=True, verbose=False):
+    def __init__(self, model, device="auto", *, strict=True, verbose=False, max_cost=None):
         self.graph = load_any(model, verbose)
         self.model_id = model_id(self.graph)
         self.report = validate(self.graph, strict=strict)
+        self.cost = model_cost(self.graph, self.report.traversal.shapes, self.report.traversal.order)
+        if max_cost is not None and self.cost.per_sample > max_cost:  # refused before any kernel
+            raise CostLimitError(f"model cost {self.cost.per_sample} per sample > max_cost "
+                                 f"{max_cost} ({self.cost.version}; see `synapse inspect`)")
         backend = backends.select(device)
         self._exe = backend.prepare(self.graph, self.report.traversal, verbose=verbose)
         self.device = self._exe.device
@@ -195,7 +203,8 @@ class InferenceSession:
                     print(f"[{e.index:4d}] {e.node} ({e.op}) -> {list(e.shape)} {e.digest[:16]}")
         result = [q_out[n] if output_type == "int8" else
                   dequantize(q_out[n], outs[n].scale, outs[n].zero_point) for n in names]
-        self.last_result = RunResult(result, feeds, q_out, digest, entries)
+        self.last_result = RunResult(result, feeds, q_out, digest, entries,
+                                     self.cost.per_batch(len(next(iter(feeds.values())))))
         return self.last_result
 
     def run(self, output_names, input_feed, run_options=None, *, output_type="float32", trace=False):

@@ -63,3 +63,21 @@ def test_cost_is_a_property_of_the_model():
 def test_batch_cost_is_additive(n):
     c = model_cost(tiny_cnn())
     assert c.per_batch(n) == n * c.per_sample
+
+
+def test_session_cost_and_budget(monkeypatch):
+    from synapse_gpu import backends
+    from synapse_gpu.errors import CostLimitError
+    from synapse_gpu.session import InferenceSession
+
+    g = small_model()
+    sess = InferenceSession(g, device="cpu", max_cost=857)  # exactly at the budget: accepted
+    r = sess.run_full(None, {"x": np.zeros((3, 1, 4, 4), np.int8)})
+    assert sess.cost.per_sample == 857 and r.cost == 3 * 857
+
+    def no_backend(device):
+        raise AssertionError("a refused model must not reach a backend")
+
+    monkeypatch.setattr(backends, "select", no_backend)
+    with pytest.raises(CostLimitError, match="857 per sample > max_cost 856"):
+        InferenceSession(g, device="cpu", max_cost=856)
