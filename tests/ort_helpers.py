@@ -1,5 +1,7 @@
 """Shared by the reference-op tests: seeded int8 data, single-node onnxruntime models,
 and the agreement figure printed for docs/ops_rules.md."""
+import functools
+
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
@@ -39,3 +41,35 @@ def agreement(name, ours, theirs):
     print(f"\nAGREEMENT {name}: {d.size} outputs, identical {frac:.7f} "
           f"({int((d != 0).sum())} differ), max difference {int(d.max())} steps")
     return frac, int(d.max())
+
+
+@functools.cache
+def ort_u8s8_exact():
+    """Whether onnxruntime's uint8 x int8 integer kernels are exact on this CPU.
+
+    On x86 without AVX-512 VNNI (AVX2), MLAS multiplies uint8 by int8 with vpmaddubsw,
+    which adds each pair of adjacent products into int16 WITH SATURATION (onnxruntime
+    issue #14642): 255 * 127 * 2 = 64770 does not fit. QLinearConv/QLinearMatMul/QGemm
+    on uint8 activations, and the QDQ path (which turns int8 activations into uint8),
+    are then inexact there. Probed once per process at the code extremes.
+    """
+    a = np.full((1, 64), 255, np.uint8)
+    b = np.full((64, 2), 127, np.int8)
+    node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
+    graph = helper.make_graph(
+        [node], "probe", [helper.make_tensor_value_info("a", TensorProto.UINT8, a.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+        initializer=[numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"a": a})[0]
+    return bool((y == a.astype(np.int64) @ b.astype(np.int64)).all())
+
+
+def ort_weight_range(activation_dtype):
+    """[lo, hi) of random int8 weights that onnxruntime multiplies exactly with these
+    activations on this CPU: the full range, or 7 bits where its u8s8 kernel saturates
+    (|w| <= 64: 255 * 64 * 2 = 32640 < 2^15; what onnxruntime's own reduce_range does)."""
+    if np.dtype(activation_dtype) == np.uint8 and not ort_u8s8_exact():
+        return -64, 65
+    return -128, 128

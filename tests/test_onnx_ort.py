@@ -18,6 +18,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from ort_helpers import ort_weight_range
 from synapse_gpu import InferenceSession
 from synapse_gpu.errors import SynapseError
 from synapse_gpu.onnx.importer import import_onnx
@@ -77,6 +78,13 @@ def codes(rng, dtype, shape):
     return rng.integers(lo, hi, shape).astype(NP[dtype])
 
 
+def weight_codes(rng, act, wt, shape):
+    """Weights onnxruntime multiplies exactly with `act` activations on this CPU."""
+    if wt == I8:
+        return rng.integers(*ort_weight_range(NP[act]), shape).astype(np.int8)
+    return codes(rng, wt, shape)
+
+
 # ---- the bit-exact ops ---------------------------------------------------------------------
 # SYNAPSE_ONNX_SEEDS=60 python -m pytest tests/test_onnx_ort.py -q -rP  runs the
 # measurement behind docs/onnx_import.md (the figures are printed per test).
@@ -111,7 +119,8 @@ def qlinearconv_case(act, per_channel, pow2, seed):
     x = codes(rng, act, (2, C, *spatial))
     xs, ws = scale(rng, pow2), scale(rng, pow2, ch)
     ys = out_scale(rng, pow2, xs, ws, np.prod(w_shape[1:]))
-    inits = [t("xs", xs), t("xz", zp(rng, act)), t("w", codes(rng, wt, w_shape)), t("ws", ws),
+    inits = [t("xs", xs), t("xz", zp(rng, act)), t("w", weight_codes(rng, act, wt, w_shape)),
+             t("ws", ws),
              t("wz", w_zp), t("ys", ys), t("yz", zp(rng, act)),
              t("b", rng.integers(-5000, 5000, M).astype(np.int32))]
     node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
@@ -135,7 +144,8 @@ def qlinearmatmul_case(act, per_channel, pow2, seed):
     wt = U8 if seed % 3 == 2 and act == U8 else I8  # onnxruntime has no int8 x uint8 kernel
     ch = (N,) if per_channel else ()
     xs, ws = scale(rng, pow2), scale(rng, pow2, ch)
-    inits = [t("as", xs), t("az", zp(rng, act)), t("b", codes(rng, wt, (K, N))), t("bs", ws),
+    inits = [t("as", xs), t("az", zp(rng, act)), t("b", weight_codes(rng, act, wt, (K, N))),
+             t("bs", ws),
              t("bz", zp(rng, wt, ch)), t("ys", out_scale(rng, pow2, xs, ws, K)),
              t("yz", zp(rng, act))]
     node = helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])
@@ -159,7 +169,7 @@ def qgemm_case(act, per_channel, pow2, seed):
     wt = I8  # onnxruntime's QGemm takes int8 weights only with per-channel zero points of 0
     xs, ws = scale(rng, pow2), scale(rng, pow2, ch)
     inits = [t("as", xs), t("az", zp(rng, act)),
-             t("b", codes(rng, wt, (N, K) if trans else (K, N))), t("bs", ws),
+             t("b", weight_codes(rng, act, wt, (N, K) if trans else (K, N))), t("bs", ws),
              t("bz", np.zeros(ch, np.int8)), t("c", rng.integers(-20000, 20000, N).astype(np.int32)),
              t("ys", out_scale(rng, pow2, xs, ws, K) * np.float32(alpha)), t("yz", zp(rng, act))]
     node = helper.make_node("QGemm", ["a", "as", "az", "b", "bs", "bz", "c", "ys", "yz"], ["y"],

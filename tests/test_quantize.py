@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from synapse_gpu import InferenceSession
 from synapse_gpu.errors import (DtypeError, InputError, ModelFormatError, ShapeError,
                                 SynapseError)
 from synapse_gpu.onnx.quantize import add_quantize_arguments, quantize_onnx, run_quantize
@@ -93,9 +94,11 @@ def test_qdq_defaults(qdq):
 
 
 def test_qdq_close_to_float(f32, qdq):
+    # Synapse's run of the quantized file, not onnxruntime's: on x86 without VNNI its
+    # u8s8 kernels saturate on these full-range weights (tests/ort_helpers.py)
     x = _calib(16, seed=7)["x"]
     ref = ort.InferenceSession(f32, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    got = ort.InferenceSession(qdq, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = InferenceSession(qdq, device="cpu").run(None, {"x": x})[0]
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
 
 

@@ -14,6 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from ort_helpers import ort_weight_range
 from synapse_gpu.reference.conv import (conv, conv1d, conv2d, conv3d, conv_output_shape,
                                         resolve_pads)
 from synapse_gpu.reference.requant import quantize_multiplier, requant
@@ -191,7 +192,7 @@ def test_conv_bit_exact_with_onnxruntime(shape, dtype, per_channel, scales):
                                  scales == "pow2"])
     _, N, C, M, spatial, kernel, strides, pads, dilations, group = shape
     K = (C // group) * int(np.prod(kernel))
-    w = rng.integers(-128, 128, (M, C // group) + kernel).astype(np.int8)
+    w = rng.integers(*ort_weight_range(dtype), (M, C // group) + kernel).astype(np.int8)
     zx, zy = int(rng.integers(-64, 64)) | 1, int(rng.integers(-64, 64)) | 1  # odd
     wz = np.zeros(M, np.int8)
     x = rng.integers(-128, 128, (N, C) + spatial).astype(np.int8)

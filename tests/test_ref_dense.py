@@ -7,6 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from ort_helpers import ort_u8s8_exact, ort_weight_range
 from synapse_gpu.reference.dense import dense, matmul
 from synapse_gpu.reference.requant import quantize_multiplier, requant
 
@@ -114,7 +115,7 @@ def test_dense_bit_exact_with_onnxruntime(x_shape, dtype, per_channel, scales):
     rng = np.random.default_rng([x_shape[-1], dtype == np.uint8, per_channel, scales == "pow2"])
     K, M = x_shape[-1], 9
     x = rng.integers(-128, 128, x_shape).astype(np.int8)
-    w = rng.integers(-128, 128, (K, M)).astype(np.int8)
+    w = rng.integers(*ort_weight_range(dtype), (K, M)).astype(np.int8)
     zx, zy = int(rng.integers(-64, 64)) | 1, int(rng.integers(-64, 64)) | 1
     n_scales = M if per_channel else 1
     if scales == "pow2":
@@ -217,3 +218,26 @@ def test_dense_shape_error():
         dense(x, w=np.zeros((4, 6), np.int8), bias=np.zeros(4, np.int32),
               multiplier=np.ones(4, np.int64), shift=np.zeros(4, np.int64),
               w_zero_point=np.zeros(4, np.int32), x_zero_point=0, y_zero_point=0, trans_w=1)
+
+
+def test_dense_exact_where_onnxruntime_u8s8_saturates():
+    """Activations at the top code against weights at 127: every adjacent pair of
+    products is 2 * 255 * 127 > 2^15. Synapse's dense is the exact int64 result; onnxruntime
+    agrees exactly where its u8s8 kernel does not saturate (AVX-512 VNNI), and nowhere
+    else (AVX2: onnxruntime issue #14642)."""
+    K, M = 64, 4
+    x = np.full((3, K), 127, np.int8)
+    w = np.full((K, M), 127, np.int8)
+    s_x, s_w = F32(0.01), np.full(M, 0.01, F32)
+    s_y = F32(0.01 * 0.01 * K * 255 * 127 / 100)  # the exact accumulator lands near 100
+    m, k = quantize_multiplier((s_x * s_w) / s_y)
+    p = dict(w=w, bias=np.zeros(M, np.int32), multiplier=m, shift=k,
+             w_zero_point=np.zeros(M, np.int32), x_zero_point=-128, y_zero_point=0, trans_w=0,
+             qmin=-128, qmax=127)
+    y = dense(x, **p)
+    np.testing.assert_array_equal(y, loop_dense(x, p))
+    assert 95 <= y.min() <= y.max() <= 105
+    u8 = np.uint8
+    y_ort = _to_signed(ort_qlinearmatmul(_to_unsigned(x, u8), s_x, _to_unsigned(-128, u8), w,
+                                         s_w[0], np.int8(0), s_y, _to_unsigned(0, u8), True))
+    assert np.array_equal(y_ort, y) == ort_u8s8_exact()
