@@ -1,7 +1,8 @@
-"""Per-op schema for the core: parameter dtypes, shape rule, accumulator bound.
+"""Per-op table for the core: attribute and parameter schemas, shape rule, accumulator bound.
 
 The core validates and plans graphs from this table alone, without running a
-kernel. The integer rules themselves live in reference/ (docs/SPEC.md).
+kernel. The integer rules themselves live in reference/ (docs/SPEC.md); the
+schema kinds and ranges in schema.py.
 """
 from __future__ import annotations
 
@@ -11,21 +12,25 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import ShapeError, UnsupportedOpError
+from .errors import DtypeError, ModelFormatError, ShapeError, UnsupportedOpError
 from .reference.pool import output_size
+from .reference.softmax import EXP_ONE
+from .schema import (ADD_MULTIPLIER, ADD_SHIFT, AXIS, DIM, INT8, MAX_RANK, MULTIPLIER, PAD, SHIFT,
+                     Int, Ints, Param, Str, attrs_error)
 
 I8, I32, I64 = np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.int64)
 INT_TYPES = (I32, I64)  # multipliers may be stored in either
+MAX_CONCAT = 4096  # inputs of one concat
 
 
 @dataclass(frozen=True)
 class OpDef:
     name: str
-    params: dict  # role -> allowed dtypes (tuple)
-    attrs: tuple  # required attribute names
+    params: dict  # role -> schema.Param (dtypes, value range)
+    attrs: dict  # name -> schema.Int / Ints / Str: every attribute the op accepts
     shape: Callable  # (node, in_shapes, params) -> list of out shapes
     bound: Callable | None = None  # (node, in_shapes, params) -> per-channel int bounds
-    n_inputs: tuple = (1, 1)  # (min, max); max None = variadic
+    n_inputs: tuple = (1, 1)  # (min, max)
     reduction: Callable | None = None  # (node, in_shapes, params) -> terms per output
     compute: bool = True  # counts as a layer for the depth limit
     # which params are per output channel, to check their length
@@ -43,11 +48,9 @@ def _same(node, s, p):
 def _spatial(node, x, kernel, ceil_mode=0):
     nd = len(kernel)
     a = node.attrs
-    strides = a.get("strides") or [1] * nd
-    dil = a.get("dilations") or [1] * nd
-    pads = a.get("pads") or [0] * (2 * nd)
-    if isinstance(pads, str):
-        fail(node, f"pads {pads!r} must be resolved to explicit values before validation")
+    strides = a.get("strides", [1] * nd)
+    dil = a.get("dilations", [1] * nd)
+    pads = a.get("pads", [0] * (2 * nd))
     if len(x) != nd + 2 or len(strides) != nd or len(dil) != nd or len(pads) != 2 * nd:
         fail(node, f"input rank {len(x)}, kernel {list(kernel)}, strides {strides}, "
                    f"dilations {dil}, pads {pads} do not fit together")
@@ -92,7 +95,7 @@ def _conv_reduction(node, s, p):
 def _dense_shape(node, s, p):
     x, w = s[0], p["w"].shape
     K, M = (w[1], w[0]) if node.attrs.get("trans_w") else (w[0], w[1])
-    if len(w) != 2 or len(x) < 2 or x[-1] != K:
+    if len(x) < 2 or x[-1] != K:
         fail(node, f"input {list(x)} does not match weight {list(w)} (trans_w="
                    f"{node.attrs.get('trans_w', 0)})")
     return [(*x[:-1], M)]
@@ -162,6 +165,8 @@ def _softmax_shape(node, s, p):
         fail(node, f"axis {axis} must be a non-batch axis of {list(s[0])} and the table 256 long")
     if s[0][axis] > 4096:  # keeps the integer sum of the exp table inside int32
         fail(node, f"softmax over {s[0][axis]} > 4096 elements")
+    if p["exp_table"][0] < 1:  # the maximum's own term: the sum is never 0
+        fail(node, f"exp_table[0] = {p['exp_table'][0]}, must be >= 1", ModelFormatError)
     return [s[0]]
 
 
@@ -249,88 +254,107 @@ def _pad_shape(node, s, p):
     return [tuple(x[i] + pads[i] + pads[r + i] if i else x[0] for i in range(r))]
 
 
-_CONV_PARAMS = {"w": (I8,), "bias": (I32,), "multiplier": INT_TYPES, "shift": INT_TYPES,
-                "w_zero_point": INT_TYPES}
-_REQ = ("y_zero_point",)
+Q = {"qmin": Int(*INT8, required=False), "qmax": Int(*INT8, required=False)}  # output clamp
+ZP = Int(*INT8)
+REQ = {"multiplier": Int(*MULTIPLIER), "shift": Int(*SHIFT)}  # one per-tensor requantization
+CHANNEL_REQ = {"multiplier": Param(INT_TYPES, *MULTIPLIER), "shift": Param(INT_TYPES, *SHIFT)}
+WINDOW = {"kernel_shape": Ints(*DIM), "strides": Ints(*DIM, required=False),
+          "pads": Ints(*PAD, required=False, max_len=2 * MAX_RANK),
+          "dilations": Ints(*DIM, required=False), "ceil_mode": Int(0, 1, required=False)}
+_CONV_PARAMS = {"w": Param((I8,)), "bias": Param((I32,)), **CHANNEL_REQ,
+                "w_zero_point": Param(INT_TYPES, *INT8)}
 
 
 def _conv_def(nd):
-    return OpDef(f"conv{nd}d", _CONV_PARAMS, ("x_zero_point",) + _REQ, _conv_shape(nd),
-                 _conv_bound, reduction=_conv_reduction,
-                 per_channel=("bias", "multiplier", "shift", "w_zero_point"))
+    return OpDef(f"conv{nd}d", _CONV_PARAMS, dict(
+        x_zero_point=ZP, y_zero_point=ZP, strides=Ints(*DIM), pads=Ints(*PAD, max_len=2 * MAX_RANK),
+        dilations=Ints(*DIM), group=Int(*DIM), **Q), _conv_shape(nd), _conv_bound,
+        reduction=_conv_reduction, per_channel=("bias", "multiplier", "shift", "w_zero_point"))
+
+
+def _xy(*names):
+    return {n: ZP for n in names}
 
 
 OPS = {d.name: d for d in [
     _conv_def(1), _conv_def(2), _conv_def(3),
-    OpDef("dense", _CONV_PARAMS, ("x_zero_point",) + _REQ, _dense_shape, _dense_bound,
-          reduction=lambda n, s, p: s[0][-1],
+    OpDef("dense", _CONV_PARAMS, dict(**_xy("x_zero_point", "y_zero_point"), trans_w=Int(0, 1), **Q),
+          _dense_shape, _dense_bound, reduction=lambda n, s, p: s[0][-1],
           per_channel=("bias", "multiplier", "shift", "w_zero_point")),
-    OpDef("matmul", {}, ("a_zero_point", "b_zero_point", "multiplier", "shift") + _REQ,
+    OpDef("matmul", {}, dict(**_xy("a_zero_point", "b_zero_point", "y_zero_point"), **REQ, **Q),
           _matmul_shape, _matmul_bound, n_inputs=(2, 2), reduction=lambda n, s, p: s[0][-1]),
-    OpDef("requantize", {}, ("x_zero_point", "multiplier", "shift") + _REQ, _same,
+    OpDef("requantize", {}, dict(**_xy("x_zero_point", "y_zero_point"), **REQ, **Q), _same,
           lambda n, s, p: np.array([_x_range(n, "x_zero_point")])),
-    OpDef("batchnorm", {"scale": (I8,), "bias": (I32,), "multiplier": INT_TYPES, "shift": INT_TYPES},
-          ("x_zero_point",) + _REQ, _channel_params("scale", "bias", "multiplier", "shift"),
-          _batchnorm_bound),
-    OpDef("relu", {}, ("x_zero_point",), _same),
-    OpDef("clip", {}, ("qmin", "qmax"), _same),
-    OpDef("prelu", {"slope": (I8,), "multiplier": INT_TYPES, "shift": INT_TYPES},
-          ("x_zero_point", "pos_multiplier", "pos_shift") + _REQ,
+    OpDef("batchnorm", {"scale": Param((I8,)), "bias": Param((I32,)), **CHANNEL_REQ},
+          dict(**_xy("x_zero_point", "y_zero_point"), **Q),
+          _channel_params("scale", "bias", "multiplier", "shift"), _batchnorm_bound),
+    OpDef("relu", {}, _xy("x_zero_point"), _same),
+    OpDef("clip", {}, {"qmin": Int(*INT8), "qmax": Int(*INT8)}, _same),
+    OpDef("prelu", {"slope": Param((I8,)), **CHANNEL_REQ},
+          dict(**_xy("x_zero_point", "y_zero_point"), pos_multiplier=Int(*MULTIPLIER),
+               pos_shift=Int(*SHIFT), **Q),
           _channel_params("slope", "multiplier", "shift"), _prelu_bound),
-    OpDef("lut", {"table": (I8,)}, (), _lut_shape),
-    OpDef("softmax", {"exp_table": INT_TYPES}, ("axis", "y_inv_scale") + _REQ, _softmax_shape),
-    OpDef("add", {}, ("a_zero_point", "b_zero_point", "a_multiplier", "b_multiplier", "shift") + _REQ,
+    OpDef("lut", {"table": Param((I8,))}, {"fn": Str(required=False)}, _lut_shape),
+    OpDef("softmax", {"exp_table": Param(INT_TYPES, 0, EXP_ONE)},
+          dict(axis=Int(*AXIS), y_inv_scale=Int(0, 1 << 40), y_zero_point=ZP, **Q), _softmax_shape),
+    OpDef("add", {}, dict(**_xy("a_zero_point", "b_zero_point", "y_zero_point"),
+                          a_multiplier=Int(*ADD_MULTIPLIER), b_multiplier=Int(*ADD_MULTIPLIER),
+                          shift=Int(*ADD_SHIFT), **Q),
           _binary_shape, n_inputs=(2, 2)),
-    OpDef("mul", {}, ("a_zero_point", "b_zero_point", "multiplier", "shift") + _REQ,
+    OpDef("mul", {}, dict(**_xy("a_zero_point", "b_zero_point", "y_zero_point"), **REQ, **Q),
           _binary_shape, lambda n, s, p: np.array(
               [_x_range(n, "a_zero_point") * _x_range(n, "b_zero_point")]), n_inputs=(2, 2)),
-    OpDef("max_pool", {}, ("kernel_shape",), _max_pool_shape),
-    OpDef("avg_pool", {"multiplier": INT_TYPES, "shift": INT_TYPES}, ("kernel_shape", "x_zero_point") + _REQ,
+    OpDef("max_pool", {}, WINDOW, _max_pool_shape),
+    OpDef("avg_pool", CHANNEL_REQ, dict(**WINDOW, **_xy("x_zero_point", "y_zero_point"),
+                                        count_include_pad=Int(0, 1, required=False), **Q),
           _avg_pool_shape, _avg_pool_bound),
-    OpDef("global_avg_pool", {}, ("x_zero_point", "multiplier", "shift") + _REQ, _gap_shape, _gap_bound),
-    OpDef("flatten", {}, (), _flatten_shape, compute=False),
-    OpDef("reshape", {}, ("shape",), _reshape_shape, compute=False),
-    OpDef("transpose", {}, ("perm",), _transpose_shape, compute=False),
-    OpDef("identity", {}, (), _same, compute=False),
-    OpDef("concat", {}, ("axis", "x_zero_points", "multipliers", "shifts") + _REQ, _concat_shape,
-          n_inputs=(1, None), compute=False),
-    OpDef("pad", {}, ("pads",), _pad_shape, compute=False),
+    OpDef("global_avg_pool", {}, dict(**_xy("x_zero_point", "y_zero_point"), **REQ, **Q),
+          _gap_shape, _gap_bound),
+    OpDef("flatten", {}, {"axis": Int(*AXIS, required=False)}, _flatten_shape, compute=False),
+    OpDef("reshape", {}, {"shape": Ints(-1, (1 << 31) - 1)}, _reshape_shape, compute=False),
+    OpDef("transpose", {}, {"perm": Ints(0, MAX_RANK - 1)}, _transpose_shape, compute=False),
+    OpDef("identity", {}, {}, _same, compute=False),
+    OpDef("concat", {}, dict(axis=Int(*AXIS), x_zero_points=Ints(*INT8, max_len=MAX_CONCAT),
+                             multipliers=Ints(*MULTIPLIER, max_len=MAX_CONCAT),
+                             shifts=Ints(*SHIFT, max_len=MAX_CONCAT), y_zero_point=ZP),
+          _concat_shape, n_inputs=(1, MAX_CONCAT), compute=False),
+    OpDef("pad", {}, dict(pads=Ints(*PAD, max_len=2 * MAX_RANK),
+                          mode=Str(("constant", "edge", "reflect"), required=False),
+                          value=Int(*INT8, required=False)), _pad_shape, compute=False),
 ]}
 
 
 def opdef(node):
-    try:
-        return OPS[node.op]
-    except KeyError:
+    if not isinstance(node.op, str) or node.op not in OPS:
         raise UnsupportedOpError(
-            f"node {node.name!r}: op {node.op!r} is not a Synapse op (known: {', '.join(sorted(OPS))})"
-        ) from None
+            f"node {node.name!r}: op {node.op!r} is not a Synapse op (known: {', '.join(sorted(OPS))})")
+    return OPS[node.op]
 
 
 def check_schema(node, buffers):
-    """Inputs count, param roles, buffer presence and dtypes, required attrs."""
-    from .errors import DtypeError, ModelFormatError
-
+    """Inputs count, param roles, buffer presence, dtypes and ranges, attrs (schema.py)."""
     d = opdef(node)
     lo, hi = d.n_inputs
     if len(node.inputs) < lo or (hi is not None and len(node.inputs) > hi) or len(node.outputs) != 1:
         fail(node, f"has {len(node.inputs)} inputs and {len(node.outputs)} outputs; expects "
-                   f"{lo}{'' if hi == lo else '..' + (str(hi) if hi else 'n')} inputs and 1 output",
-             ModelFormatError)
+                   f"{lo}{'' if hi == lo else '..' + str(hi)} inputs and 1 output", ModelFormatError)
     if set(node.params) != set(d.params):
         fail(node, f"params {sorted(node.params)} != expected {sorted(d.params)}", ModelFormatError)
-    for role, allowed in d.params.items():
+    for role, spec in d.params.items():
         bid = node.params[role]
         if bid not in buffers:
             fail(node, f"param {role} refers to missing buffer {bid!r}", ModelFormatError)
-        if buffers[bid].dtype not in allowed:
-            fail(node, f"param {role} has dtype {buffers[bid].dtype}, expected "
-                       f"{' or '.join(str(a) for a in allowed)}", DtypeError)
-    missing = [a for a in d.attrs if a not in node.attrs]
-    if missing:
-        fail(node, f"missing attrs {missing}", ModelFormatError)
+        err = spec.error(buffers[bid])
+        if err:
+            fail(node, f"param {role} {err}", DtypeError if "dtype" in err else ModelFormatError)
+    err = attrs_error(node.attrs, d.attrs)
+    if err:
+        fail(node, err, UnsupportedOpError if err.startswith("unknown") else ModelFormatError)
     if d.per_channel:
-        m = buffers[node.params["w"]].shape[0 if node.op != "dense" or node.attrs.get("trans_w") else 1]
+        w = buffers[node.params["w"]].shape
+        if len(w) < 2 or (node.op == "dense" and len(w) != 2):  # conv ranks: the shape rule
+            fail(node, f"weight has shape {list(w)}: wrong rank")
+        m = w[0 if node.op != "dense" or node.attrs.get("trans_w") else 1]
         for r in d.per_channel:
             if buffers[node.params[r]].shape != (m,):
                 fail(node, f"param {r} has shape {list(buffers[node.params[r]].shape)}, "
