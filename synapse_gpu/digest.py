@@ -29,5 +29,27 @@ def run_digest(model_id_hex, inputs, outputs):
     return h.hexdigest()
 
 
+def record_digests(model_id_hex, inputs, outputs):
+    """One run digest per record (row i of every tensor): equal to run_digest over the
+    batch-1 slices [i:i+1], so a record's digest never depends on the batch it ran in.
+
+    inputs/outputs: ordered lists of (name, int8 array), axis 0 the record. Returns a
+    list of 32-byte raw digests.
+    """
+    tensors = [(n, np.ascontiguousarray(a, dtype=np.int8)) for n, a in list(inputs) + list(outputs)]
+    heads = [n.encode() + b"\0" + np.array([a.ndim, 1, *a.shape[1:]], dtype="<i8").tobytes()
+             for n, a in tensors]
+    base = hashlib.sha256(b"synapse-run-v1\0")
+    base.update(bytes.fromhex(model_id_hex))
+    out = []
+    for i in range(len(tensors[0][1])):
+        h = base.copy()
+        for head, (_, a) in zip(heads, tensors):
+            h.update(head)
+            h.update(a[i].tobytes())
+        out.append(h.digest())
+    return out
+
+
 def tensor_digest(name, a):
     return hashlib.sha256(_record(name, a)).hexdigest()
