@@ -14,9 +14,21 @@ if not _os.path.isdir(_os.path.join(_here, "reference")):
         __path__.append(_top)  # noqa: F821  (package __path__)
 
 
-def __getattr__(name):  # keep `import synapse_gpu` light: numpy work starts on use
-    if name in ("InferenceSession", "NodeArg", "RunResult", "TraceEntry"):
-        from . import session
+# onnxruntime's names, so that `import synapse_gpu as ort` runs onnxruntime code.
+_LAZY = {
+    "session": ("InferenceSession", "NodeArg", "RunResult", "TraceEntry", "ModelMetadata"),
+    "options": ("SessionOptions", "RunOptions", "GraphOptimizationLevel", "ExecutionMode",
+                "ExecutionOrder"),
+    "providers": ("get_available_providers", "get_device"),
+    "arrays": ("OrtValue",),
+    "iobinding": ("IOBinding",),
+}
 
-        return getattr(session, name)
+
+def __getattr__(name):  # keep `import synapse_gpu` light: numpy work starts on use
+    import importlib
+
+    for module, names in _LAZY.items():
+        if name in names:
+            return getattr(importlib.import_module(f".{module}", __name__), name)
     raise AttributeError(name)

@@ -67,3 +67,11 @@ class KernelSizeLimitError(SynapseLimitError):
 
 class CostLimitError(SynapseError):
     """A model whose deterministic cost per sample exceeds the caller's budget (max_cost)."""
+
+
+class OptionError(SynapseError):
+    """An onnxruntime-style argument or option that Synapse cannot honour (named in the message)."""
+
+
+class ProviderError(OptionError):
+    """An execution provider that Synapse does not offer, or malformed providers/provider_options."""

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import __version__, backends
+from .arrays import OrtValue, as_input, dequantize_any, quantize_any, to_host
 from .cost import model_cost
 from .digest import run_digest, tensor_digest
-from .errors import CostLimitError, DtypeError, InputError, ShapeError
+from .errors import CostLimitError, DeviceError, DtypeError, InputError, ShapeError
 from .graph import Graph
+from .iobinding import IOBinding
 from .modelfile import load_model, model_id, save_model
-from .reference.boundary import dequantize, quantize
+from .options import FALLBACK_KEY, check_run_options, check_session_kwargs, session_options
+from .providers import CPU, CUDA, resolve as resolve_providers
 from .validate import validate
 
 _FLOATS = (np.float16, np.float32, np.float64)
@@ -39,6 +43,26 @@ class NodeArg:
     name: str
     shape: list
     type: str
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """onnxruntime's ModelMetadata fields; custom_metadata_map holds the graph's metadata
+    and the model id."""
+
+    producer_name: str
+    graph_name: str
+    domain: str
+    description: str
+    graph_description: str
+    version: int
+    custom_metadata_map: dict
+
+
+def model_metadata(graph, mid):
+    m = graph.metadata
+    return ModelMetadata(m.get("onnx_producer", "synapse_gpu"), m.get("name", ""), "", "", "", 0,
+                         dict(m, model_id=mid))
 
 
 @dataclass(frozen=True)
@@ -83,16 +107,28 @@ def _importer_fingerprint():
 
 
 def load_any(model, verbose=False):
-    """A Graph from a Graph, a .syn path, or an .onnx path (imported, cached by content hash)."""
+    """A Graph from a Graph, a .syn or .onnx path (str or os.PathLike), the bytes of either
+    file, or an onnx.ModelProto; ONNX is imported and cached by content hash."""
     if isinstance(model, Graph):
         return model
-    path = os.fspath(model)
-    if not path.lower().endswith(".onnx"):
-        return load_model(path)
+    if hasattr(model, "SerializeToString"):  # onnx.ModelProto, as onnxruntime accepts it
+        model = model.SerializeToString()
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data, path = bytes(model), "<model bytes>"
+        if _is_safetensors(data):
+            return _load_syn_bytes(data)
+    else:
+        try:
+            path = os.fspath(model)
+        except TypeError:
+            raise InputError(f"model: {type(model).__name__} is not a path, bytes, onnx.ModelProto "
+                             "or Graph") from None
+        if not path.lower().endswith(".onnx"):
+            return load_model(path)
+        with open(path, "rb") as f:
+            data = f.read()
     from .onnx.importer import import_onnx
 
-    with open(path, "rb") as f:
-        data = f.read()
     key = hashlib.sha256(data + _importer_fingerprint().encode()).hexdigest()
     cached = os.path.join(_cache_dir(), key + ".syn")
     if os.path.exists(cached):
@@ -111,6 +147,21 @@ def load_any(model, verbose=False):
     return graph
 
 
+def _is_safetensors(data):
+    """A .syn file: 8-byte little-endian header length, then that many bytes of JSON. ONNX
+    bytes (a protobuf) would need a '{' at offset 8 and a length prefix within the data."""
+    n = int.from_bytes(data[:8], "little")
+    return len(data) > 8 and data[8:9] == b"{" and 8 + n <= len(data)
+
+
+def _load_syn_bytes(data):
+    with tempfile.TemporaryDirectory() as d:  # load_model's checks read a file
+        p = os.path.join(d, "model.syn")
+        with open(p, "wb") as f:
+            f.write(data)
+        return load_model(p)
+
+
 def _dims(shape):
     return ["N" if i == 0 and d == -1 else d for i, d in enumerate(shape)]
 
@@ -125,8 +176,17 @@ class InferenceSession:
     (synapse_gpu/cost.py) exceeds it, before any backend is prepared.
     """
 
-    def __init__(self, model, device="auto", *, strict=True, verbose=False, max_cost=None):
-        self.graph = load_any(model, verbose)
+    def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
+                 device=None, strict=True, verbose=False, max_cost=None, **kwargs):
+        # onnxruntime's arguments first (providers.py, options.py): refused ones raise
+        # OptionError before any work.
+        check_session_kwargs(kwargs)
+        self._sess_options = session_options(sess_options)
+        verbose = verbose or self._sess_options.log_severity_level == 0  # ORT's VERBOSE
+        device, device_id, self._provider = resolve_providers(
+            device, providers, provider_options,
+            self._sess_options._config.get(FALLBACK_KEY) == "1")
+        self.graph = load_any(path_or_bytes, verbose)
         self.model_id = model_id(self.graph)
         self.report = validate(self.graph, strict=strict)
         self.cost = model_cost(self.graph, self.report.traversal.shapes, self.report.traversal.order)
@@ -134,8 +194,11 @@ class InferenceSession:
             raise CostLimitError(f"model cost {self.cost.per_sample} per sample > max_cost "
                                  f"{max_cost} ({self.cost.version}; see `synapse inspect`)")
         backend = backends.select(device)
-        self._exe = backend.prepare(self.graph, self.report.traversal, verbose=verbose)
+        at = {} if device_id is None else {"device_id": device_id}
+        self._exe = backend.prepare(self.graph, self.report.traversal, verbose=verbose, **at)
         self.device = self._exe.device
+        if self._sess_options.optimized_model_filepath:  # options.py allows .syn only
+            save_model(self.graph, self._sess_options.optimized_model_filepath)
         self.verbose = verbose
         self._ops = {n.name: n.op for n in self.graph.nodes}
         self.last_result = None
@@ -147,7 +210,27 @@ class InferenceSession:
         return [NodeArg(t.name, _dims(t.shape), "tensor(float)") for t in self.graph.outputs]
 
     def get_modelmeta(self):
-        return dict(self.graph.metadata, model_id=self.model_id)
+        return model_metadata(self.graph, self.model_id)
+
+    def get_providers(self):
+        """The one provider running the whole graph (Synapse never splits a graph)."""
+        return [CUDA if self.device == "cuda" else CPU]
+
+    def get_provider_options(self):
+        (name,) = self.get_providers()
+        if self._provider is not None:  # chosen from providers=: the options as given
+            return {name: dict(self._provider[1])}
+        dev = getattr(self._exe, "device_id", None)
+        return {name: {} if dev is None else {"device_id": str(dev)}}
+
+    def get_session_options(self):
+        return session_options(self._sess_options)
+
+    def io_binding(self):
+        return IOBinding(self)
+
+    def run_with_iobinding(self, iobinding, run_options=None):
+        iobinding.run(self, run_options)
 
     def _quantized_feeds(self, input_feed):
         if not isinstance(input_feed, dict):
@@ -160,7 +243,7 @@ class InferenceSession:
                              f"the model's inputs are {names}")
         feeds, batch = {}, None
         for t in self.graph.inputs:
-            a = np.asarray(input_feed[t.name])
+            a = as_input(input_feed[t.name], t.name, self._exe)  # numpy, or on this GPU
             if a.ndim != len(t.shape) or a.shape[1:] != tuple(t.shape[1:]) or (
                     t.shape[0] != -1 and a.shape[0] != t.shape[0]) or a.shape[0] < 1:
                 raise ShapeError(f"input {t.name!r} has shape {list(a.shape)}; expected "
@@ -171,7 +254,7 @@ class InferenceSession:
                 if np.isnan(a).any():
                     raise InputError(f"input {t.name!r} contains NaN, which has no deterministic "
                                      "int8 value; clean the input first")
-                q = quantize(a, t.scale, t.zero_point)
+                q = quantize_any(a, t.scale, t.zero_point, self._exe)
             else:
                 raise DtypeError(f"input {t.name!r} has dtype {a.dtype}; expected float32 "
                                  "(quantized here) or int8 (already quantized)")
@@ -181,8 +264,20 @@ class InferenceSession:
             feeds[t.name] = np.ascontiguousarray(q)
         return feeds
 
-    def run_full(self, output_names, input_feed, *, output_type="float32", trace=False):
-        """Like run(), returning a RunResult with the digest and the optional trace."""
+    def _output_as(self, name, q, output_type):
+        t = next(t for t in self.graph.outputs if t.name == name)
+        return q if output_type == "int8" else dequantize_any(q, t.scale, t.zero_point, self._exe)
+
+    def run_full(self, output_names, input_feed, *, output_type="float32", trace=False,
+                 device_outputs=False):
+        """Like run(), returning a RunResult with the digest and the optional trace.
+
+        device_outputs: on CUDA, return the outputs as CuPy arrays (DLPack-ready for
+        torch.from_dlpack); the digest still covers them (their int8 values are read back).
+        """
+        if device_outputs and self.device != "cuda":
+            raise DeviceError("device_outputs=True needs a session on CUDA; this one runs on "
+                              f"the {self.device.upper()}")
         if output_type not in ("float32", "int8"):
             raise InputError(f"output_type {output_type!r}: use 'float32' or 'int8'")
         outs = {t.name: t for t in self.graph.outputs}
@@ -191,9 +286,10 @@ class InferenceSession:
         if bad:
             raise InputError(f"unknown outputs {bad}; the model's outputs are {list(outs)}")
         feeds = self._quantized_feeds(input_feed)
-        q_out, steps = self._exe.run(feeds, trace=trace)
-        digest = run_digest(self.model_id, [(t.name, feeds[t.name]) for t in self.graph.inputs],
-                            [(t.name, q_out[t.name]) for t in self.graph.outputs])
+        q_out, steps = self._exe.run(feeds, trace=trace,
+                                     **({"device_outputs": True} if device_outputs else {}))
+        digest = run_digest(self.model_id, [(t.name, to_host(feeds[t.name])) for t in self.graph.inputs],
+                            [(t.name, to_host(q_out[t.name])) for t in self.graph.outputs])
         entries = None
         if trace:
             entries = [TraceEntry(i, node, self._ops[node], tensor, tuple(y.shape),
@@ -201,16 +297,25 @@ class InferenceSession:
             if self.verbose:
                 for e in entries:
                     print(f"[{e.index:4d}] {e.node} ({e.op}) -> {list(e.shape)} {e.digest[:16]}")
-        result = [q_out[n] if output_type == "int8" else
-                  dequantize(q_out[n], outs[n].scale, outs[n].zero_point) for n in names]
+        result = [self._output_as(n, q_out[n], output_type) for n in names]
         self.last_result = RunResult(result, feeds, q_out, digest, entries,
                                      self.cost.per_batch(len(next(iter(feeds.values())))))
         return self.last_result
 
-    def run(self, output_names, input_feed, run_options=None, *, output_type="float32", trace=False):
+    def run(self, output_names, input_feed, run_options=None, *, output_type="float32", trace=False,
+            device_outputs=False):
         """onnxruntime-style run: a list of arrays (float32 by default, or int8).
 
-        run_options is accepted for drop-in compatibility and ignored. The digest
-        and trace of the call are in ``self.last_result``.
+        input_feed values: numpy arrays, anything with __array__ or __dlpack__, OrtValues,
+        or GPU arrays (CuPy, PyTorch), used in place on a CUDA session. run_options: an
+        onnxruntime-style RunOptions (options.py). The digest and trace of the call are in
+        ``self.last_result``.
         """
-        return self.run_full(output_names, input_feed, output_type=output_type, trace=trace).outputs
+        check_run_options(run_options)
+        return self.run_full(output_names, input_feed, output_type=output_type, trace=trace,
+                             device_outputs=device_outputs).outputs
+
+    def run_with_ort_values(self, output_names, input_dict_ort_values, run_options=None):
+        """onnxruntime's run with OrtValues in and out."""
+        check_run_options(run_options)
+        return [OrtValue(y) for y in self.run(output_names, input_dict_ort_values)]

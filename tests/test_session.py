@@ -32,7 +32,7 @@ def test_describes_inputs_and_outputs(sess):
     (i,), (o,) = sess.get_inputs(), sess.get_outputs()
     assert (i.name, i.shape, i.type) == ("input", ["N", 1, 8, 8], "tensor(float)")
     assert (o.name, o.shape) == ("logits", ["N", 10])
-    assert sess.get_modelmeta()["model_id"] == sess.model_id
+    assert sess.get_modelmeta().custom_metadata_map["model_id"] == sess.model_id
 
 
 def test_float_and_int8_paths_agree(sess):
