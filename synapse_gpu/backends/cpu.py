@@ -1,5 +1,7 @@
-"""CPU backend: the numpy reference, with conv and dense on the exact float-BLAS path
-and the per-element requantizing ops as exact lookup tables (cpu_tables.py).
+"""CPU backend: the numpy reference, with conv and dense on the exact integer GEMM engine
+the self-test admitted on this machine (cpu_engines.py: onnxruntime's MLAS kernels,
+else the float32-BLAS path of cpu_conv.py, exact by proof) and the per-element
+requantizing ops as exact lookup tables (cpu_tables.py).
 
 Executes the core's traversal in order. Intermediates live in a dict and are
 dropped after their last reader (numpy's allocator reuses the memory); the slot
@@ -7,18 +9,36 @@ plan matters for the device backend, where allocation is explicit.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import registry
-from . import cpu_tables
+from . import cpu_conv, cpu_engines, cpu_tables
 
 _FAST = {"conv1d", "conv2d", "conv3d", "dense"}
 
 
-def _step(node, buffers):
-    if node.op in _FAST:
-        from . import cpu_conv
+def _reduction(node, buffers):
+    """Terms per accumulator: C/group * prod(kernel) for a conv, K for a dense."""
+    w = buffers[node.params["w"]]
+    if node.op == "dense":
+        return w.shape[1] if node.attrs.get("trans_w") else w.shape[0]
+    return int(np.prod(w.shape[1:]))
 
-        prepare = cpu_conv.prepare_dense if node.op == "dense" else cpu_conv.prepare_conv
-        return prepare(**registry.node_kwargs(node, buffers))  # weights laid out once per session
+
+def _fast_step(node, buffers, engine):
+    """(step, path name): the engine's layer when it can express the node, else the float path.
+    Weights are laid out once per session."""
+    kw = registry.node_kwargs(node, buffers)
+    if engine is not None:
+        M32 = cpu_conv.multiplier_f32(kw["multiplier"], kw["shift"])
+        layer = engine.dense(M32, **kw) if node.op == "dense" else engine.conv(M32, **kw)
+        if layer is not None:
+            return layer, engine.name
+    prepare = cpu_conv.prepare_dense if node.op == "dense" else cpu_conv.prepare_conv
+    return prepare(**kw), cpu_engines.FLOAT
+
+
+def _step(node, buffers):
     if node.op in cpu_tables.TABLE_OPS:
         return cpu_tables.prepare(node, buffers)
     ref = registry.reference_op(node.op)
@@ -28,11 +48,25 @@ def _step(node, buffers):
 class CpuExecutable:
     device = "cpu"
 
-    def __init__(self, graph, traversal):
+    def __init__(self, graph, traversal, verbose=False):
         self.graph, self.traversal = graph, traversal
-        self.steps = []
+        fast = [n for n in traversal.order if n.op in _FAST]
+        k_max = max((_reduction(n, graph.buffers) for n in fast), default=1)
+        engine, self.engine_report = cpu_engines.choose(k_max) if fast else (None, [])
+        self.engine = engine.name if engine is not None else cpu_engines.FLOAT
+        self.steps, self.paths = [], {}
         for n in traversal.order:
-            self.steps.append((n, _step(n, graph.buffers)))
+            if n.op in _FAST:
+                fn, self.paths[n.name] = _fast_step(n, graph.buffers, engine)
+            else:
+                fn = _step(n, graph.buffers)
+            self.steps.append((n, fn))
+        if verbose:
+            for line in self.engine_report:
+                print(f"synapse: cpu engine {line}")
+            on_float = sum(p == cpu_engines.FLOAT for p in self.paths.values())
+            print(f"synapse: cpu: {len(self.paths) - on_float} conv/dense layers on {self.engine}, "
+                  f"{on_float} on {cpu_engines.FLOAT}")
         last = {}
         for i, n in enumerate(traversal.order):
             for t in n.inputs:
@@ -56,4 +90,4 @@ class CpuExecutable:
 
 
 def prepare(graph, traversal, verbose=False):
-    return CpuExecutable(graph, traversal)
+    return CpuExecutable(graph, traversal, verbose)

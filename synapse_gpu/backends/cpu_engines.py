@@ -1,0 +1,216 @@
+"""Which exact GEMM engine runs conv and dense on this CPU: candidates, self-test, choice.
+
+Candidates, in order of preference (see `ENGINES`):
+- onnxruntime-u8u8: MLAS uint8 x uint8 (weights shifted by 128). Its x86 kernels widen
+  to 16 bits and multiply-add pairs into int32 (vpmaddwd): no saturation anywhere.
+  Measured here (AVX2, no VNNI) at 4-5x the float32 path on ResNet-50's convs.
+- onnxruntime-u8s8: MLAS uint8 x int8. With AVX-512 VNNI / AVX-VNNI it accumulates
+  straight into int32 and is exact; on plain AVX2 it sums pairs of products into
+  int16 with saturation (vpmaddubsw) and is NOT exact (2 * 255 * 128 > 32767;
+  onnxruntime issue #14642). Second because ConvInteger with int8 weights takes a
+  slow path (measured 5x slower than u8u8 here).
+- float32-blas: cpu_conv.py's chunked float32 BLAS, exact by proof (cpu_gemm.py):
+  always admitted, the fallback.
+
+Every onnxruntime engine is admitted per machine by `self_test`, once per process and
+reduction length (cached): adversarial layers built through the engine's own code
+path, compared with an independent int64 computation (raw accumulators) and with the
+numpy reference (fused requantization). An engine that fails any case is never used.
+SYNAPSE_CPU_ENGINE=<name> puts one candidate first (it must still pass the self-test).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from . import cpu_ort
+
+ENV = "SYNAPSE_CPU_ENGINE"
+FLOAT = "float32-blas"
+# the longest reduction for which the all-extreme operands cannot overflow int32
+FULL_SCALE_K = ((1 << 31) - 1) // (255 * 255)
+
+
+class OrtEngine:
+    """Conv and dense as onnxruntime graphs (cpu_ort.py) with the given weight type."""
+
+    def __init__(self, name, weight_dtype):
+        self.name, self.weight_dtype = name, weight_dtype
+
+    def conv(self, M32, fused=True, **params):
+        return cpu_ort.conv_layer(self.weight_dtype, M32, fused, **params)
+
+    def dense(self, M32, fused=True, **params):
+        return cpu_ort.dense_layer(self.weight_dtype, M32, fused, **params)
+
+
+ENGINES = [OrtEngine("onnxruntime-u8u8", np.uint8), OrtEngine("onnxruntime-u8s8", np.int8)]
+_results = {}  # (engine name, reduction bucket) -> (admitted, detail)
+
+
+def bucket(k_max):
+    """Self-test length for a model's longest reduction: a power of two >= 4096."""
+    return max(4096, 1 << (max(1, int(k_max)) - 1).bit_length())
+
+
+# ---- exact int64 accumulators (independent of every engine) ---------------------------
+
+def _acc_dense(x, W, xz, wz, bias):
+    return (x.astype(np.int64) - xz) @ (W.astype(np.int64) - np.asarray(wz, np.int64)) + bias
+
+
+def _acc_conv(x, w, xz, wz, bias, strides, pads, dilations, group):
+    nd = x.ndim - 2
+    xc = np.pad(x.astype(np.int64) - xz, [(0, 0), (0, 0)] + list(zip(pads[:nd], pads[nd:])))
+    wc = w.astype(np.int64) - wz
+    M, Cg, kernel = w.shape[0], w.shape[1], w.shape[2:]
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    win = sliding_window_view(xc, spans, axis=tuple(range(2, nd + 2)))
+    win = win[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+              + tuple(slice(None, None, d) for d in dilations)]
+    out = win.shape[2:2 + nd]
+    G, N = group, x.shape[0]
+    win = win.reshape(N, G, Cg, int(np.prod(out)), int(np.prod(kernel)))
+    acc = np.einsum("ngcpk,gmck->ngmp", win, wc.reshape(G, M // G, Cg, -1))
+    return acc.reshape((N, M) + out) + bias.reshape((M,) + (1,) * nd)
+
+
+# ---- adversarial operands ------------------------------------------------------------
+
+def _patterns(n, rows, rng):
+    """`rows` int8 vectors of length n: every code-extreme pairing a pair-summing kernel
+    can see (both extremes, alternating in both phases, blocks of 2), random extremes
+    and random codes."""
+    i = np.arange(n)
+    hi, lo = np.full(n, 127), np.full(n, -128)
+    alt = np.where(i % 2 == 0, 127, -128)
+    base = [hi, lo, alt, -1 - alt, np.where(i % 4 < 2, 127, -128)]
+    out = base + [rng.choice([-128, 127], n) for _ in range(2)]
+    while len(out) < rows:
+        out.append(rng.integers(-128, 128, n))
+    return np.array(out[:rows], np.int8)
+
+
+def _limit(v, zp, k_full):
+    """Beyond the first k_full terms, hold the operand at its zero point: the exact sum
+    stays inside int32 (every valid model's accumulators do, by the load-time proof)."""
+    v = v.copy()
+    v[..., k_full:] = zp
+    return v
+
+
+def _dense_cases(k_max, rng):
+    lengths = sorted({1, 2, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257,
+                      1023, 1024, 1025, k_max - 1, k_max})
+    for k in lengths:
+        for xz, wz in ((-128, 127), (127, -128), (-128, -128), (127, 127), (0, 0)):
+            k_full = min(k, FULL_SCALE_K)
+            x = _limit(_patterns(k, 9, rng), xz, k_full)
+            W = _limit(_patterns(k, 8, rng), wz, k_full).T  # (K, M)
+            yield x, W, xz, wz
+
+
+def _conv_cases(rng):
+    # (C, M, spatial, kernel, strides, pads, dilations, group, xz, wz)
+    specs = [(8, 5, (6, 7), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, -128, 127),
+             (8, 6, (6, 7), (3, 3), (2, 1), (0, 2, 1, 0), (1, 1), 2, 127, -128),
+             (16, 4, (5, 5), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, 127, 127),
+             (6, 6, (9, 8), (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 6, -128, -128),
+             (3, 4, (11, 11), (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1, 5, -7),
+             (32, 3, (9,), (5,), (2,), (2, 1), (1,), 1, -128, 127),
+             (512, 2, (3, 3), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, -128, 127)]
+    for C, M, sp, ker, st, pads, dil, g, xz, wz in specs:
+        K = C // g * int(np.prod(ker))
+        w = _patterns(K, M, rng).reshape((M, C // g) + ker)
+        x = rng.choice(np.array([-128, 127], np.int8), (2, C) + sp)
+        x[0] = np.where(np.arange(C).reshape((C,) + (1,) * len(sp)) % 2 == 0, 127, -128)
+        yield x, w, xz, wz, st, pads, dil, g
+
+
+def _requant_cases(rng):
+    """Dense layers with K = 1 and w = 1 (so acc = x - z_x + bias): biases place the
+    accumulators at rounding ties, at the 2^24 float32 step, at the clamps and near
+    +-2^31; multipliers from tiny to saturating; both y zero-point ends, narrowed clamps."""
+    from ..reference.requant import quantize_multiplier
+
+    Ms = np.array([0.5, 0.25, 2.0 ** -10, 1.0, 3.0, 2.0 ** -30, 2.0 ** 20, 0.7071067,
+                   1.1920929e-07, 0.0123456], np.float32)
+    biases = np.array([0, 1 << 24, -(1 << 24) - 129, 255, -383, (1 << 31) - 300,
+                       -(1 << 31) + 300, 12345], np.int64)
+    M = np.repeat(Ms, len(biases))
+    bias = np.tile(biases, len(Ms))
+    m, k = quantize_multiplier(M)
+    x = np.arange(-128, 128, dtype=np.int8).reshape(-1, 1)
+    for xz, yz, qmin, qmax in ((0, -128, -128, 127), (-128, 127, -128, 127), (127, 0, 0, 127),
+                               (3, -5, -20, 60)):
+        # |acc| must stay < 2^31: the extreme biases leave room for |x - z_x| <= 255
+        yield dict(w=np.ones((1, len(M)), np.int8), bias=bias.astype(np.int32), multiplier=m,
+                   shift=k, w_zero_point=np.zeros(len(M), np.int64), x_zero_point=xz,
+                   y_zero_point=yz, trans_w=False, qmin=qmin, qmax=qmax), x
+
+
+def self_test(engine, k_max):
+    """(admitted, detail): the engine's layers against exact int64 / the reference."""
+    from ..reference.dense import dense as ref_dense
+    from .cpu_conv import multiplier_f32
+
+    rng = np.random.default_rng(20261201)
+    one = dict(multiplier=None, shift=None, y_zero_point=0)
+    try:
+        for x, W, xz, wz in _dense_cases(k_max, rng):
+            M = W.shape[1]
+            bias = rng.integers(-1000, 1000, M).astype(np.int32)
+            layer = engine.dense(None, fused=False, w=W, bias=bias, w_zero_point=np.full(M, wz),
+                                 x_zero_point=xz, trans_w=False, **one)
+            want = _acc_dense(x, W, xz, wz, bias)
+            if layer is None or not np.array_equal(layer(x), want):
+                return False, f"dense accumulators differ (K={x.shape[1]}, z_x={xz}, z_w={wz})"
+        for x, w, xz, wz, st, pads, dil, g in _conv_cases(rng):
+            M = w.shape[0]
+            bias = rng.integers(-1000, 1000, M).astype(np.int32)
+            layer = engine.conv(None, fused=False, w=w, bias=bias, w_zero_point=np.full(M, wz),
+                                x_zero_point=xz, strides=st, pads=pads, dilations=dil, group=g, **one)
+            want = _acc_conv(x, w, xz, wz, bias.astype(np.int64), st, pads, dil, g)
+            if layer is None or not np.array_equal(layer(x), want):
+                return False, f"conv accumulators differ (weights {w.shape}, group {g})"
+        for p, x in _requant_cases(rng):
+            M32 = multiplier_f32(p["multiplier"], p["shift"])
+            layer = engine.dense(M32, **p)
+            if layer is None or not np.array_equal(layer(x), ref_dense(x, **p)):
+                return False, f"requantization differs (z_x={p['x_zero_point']}, z_y={p['y_zero_point']})"
+    except Exception as e:  # an engine that cannot even run its graphs is not admitted
+        return False, f"failed to run: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    return True, f"exact on all self-test cases (reductions up to {k_max})"
+
+
+def candidates():
+    """ENGINES in order of preference, $SYNAPSE_CPU_ENGINE first when set."""
+    forced = os.environ.get(ENV, "")
+    if forced and forced != FLOAT and forced not in [e.name for e in ENGINES]:
+        raise ValueError(f"{ENV}={forced!r}: expected one of "
+                         f"{[e.name for e in ENGINES] + [FLOAT]}")
+    if forced == FLOAT:
+        return []
+    return sorted(ENGINES, key=lambda e: e.name != forced)
+
+
+def admitted(engine, k_max):
+    """Cached `self_test` per (engine, reduction bucket)."""
+    key = (engine.name, bucket(k_max))
+    if key not in _results:
+        _results[key] = self_test(engine, key[1])
+    return _results[key]
+
+
+def choose(k_max):
+    """(engine or None for the float path, report lines): the first admitted candidate."""
+    lines = []
+    for engine in candidates():
+        ok, detail = admitted(engine, k_max)
+        lines.append(f"{engine.name}: {'admitted' if ok else 'rejected'} ({detail})")
+        if ok:
+            return engine, lines
+    lines.append(f"{FLOAT}: admitted (exact by proof)")
+    return None, lines

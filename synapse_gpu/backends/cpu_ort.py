@@ -1,0 +1,187 @@
+"""Conv and dense layers as small onnxruntime graphs (MLAS's int8 kernels), built once per layer.
+
+A layer's graph is ConvInteger (or MatMulInteger) -> Add bias (int32) -> the float32
+requantization of `cpu_conv.requant_f32` as ONNX ops: Cast to float, Mul by M, Round
+(half to even), Add z_y, Clip to [qmin, qmax], Cast to int8. Each op is one IEEE
+float32 operation per element, so the chain is requant_f32's proof step by step; graph
+optimizations are off, so onnxruntime runs these ops as written (no fusion into a
+kernel with another rounding). Only the int32 accumulation is MLAS's, and whether MLAS
+accumulates exactly on this machine is what the self-test of cpu_engines.py decides.
+
+Activations enter as uint8 codes: x + 128 with the zero point z_x + 128, an exact
+change of representation (the bits of int8 x with the sign bit flipped). Weights are
+int8 (engine "u8s8") or shifted the same way to uint8 (engine "u8u8", whose MLAS path
+multiplies 16-bit values and cannot saturate). MLAS applies the zero points inside:
+sum (x - z_x)(w - z_w) = sum x w - z_w sum x - z_x sum w + K z_x z_w; every term is
+below K * 255 * 255 < 2^31 for K <= 33025 and the int32 arithmetic wraps, so the exact
+total, which the load-time proof puts below 2^31, comes out exact whatever the
+intermediate terms (self-tested up to the model's longest reduction).
+
+A layer the graphs cannot express returns None from the builders and stays on the
+float32-BLAS path: per-channel weight zero points that differ (ConvInteger takes one),
+3-D convs, multipliers not exactly a float32.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..reference.conv import resolve_pads
+from ..reference.requant import INT8_MAX, INT8_MIN
+
+OPSET = 13
+
+
+def threads():
+    """The cores this process may use: onnxruntime's intra-op pool per layer."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _session(nodes, x_info, inits, out_type):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, "layer", [x_info], [helper.make_tensor_value_info("y", out_type, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # ops as written
+    so.intra_op_num_threads = threads()
+    # one pool per layer: a pool that spins after its layer would take the cores from the next
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _tail(acc, bias, M32, y_zero_point, qmin, qmax, channel_shape, fused):
+    """Nodes and constants after the accumulation `acc`: + bias, then (fused) requantize."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Add", [acc, "bias"], ["acc_b" if fused else "y"])]
+    inits = {"bias": np.asarray(bias, np.int32).reshape(channel_shape)}
+    if fused:
+        nodes += [helper.make_node("Cast", ["acc_b"], ["t"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["t", "M"], ["p"]),
+                  helper.make_node("Round", ["p"], ["r"]),
+                  helper.make_node("Add", ["r", "zy"], ["s"]),
+                  helper.make_node("Clip", ["s", "lo", "hi"], ["c"]),
+                  helper.make_node("Cast", ["c"], ["y"], to=TensorProto.INT8)]
+        inits.update(M=np.asarray(M32, np.float32).reshape(channel_shape),
+                     zy=np.float32(y_zero_point), lo=np.float32(qmin), hi=np.float32(qmax))
+    return nodes, inits, (TensorProto.INT8 if fused else TensorProto.INT32)
+
+
+def to_u8(x):
+    """int8 codes -> uint8 codes x + 128 (flip the sign bit)."""
+    return np.bitwise_xor(np.asarray(x, np.int8).view(np.uint8), np.uint8(0x80))
+
+
+def _weights(w, w_zero_point, weight_dtype):
+    """(weights, zero point) in the engine's weight type; shifting by 128 keeps w - z_w."""
+    if weight_dtype == np.uint8:
+        return to_u8(w), np.asarray(w_zero_point, np.int64) + 128
+    return np.asarray(w, np.int8), np.asarray(w_zero_point, np.int64)
+
+
+class OrtConv:
+    """conv1d/conv2d; graphs built per input spatial shape (pads may depend on it)."""
+
+    def __init__(self, weight_dtype, *, w, bias, M32, w_zero_point, x_zero_point, y_zero_point,
+                 strides, pads, dilations, group, qmin, qmax, fused):
+        w = np.asarray(w)
+        self.nd = w.ndim - 2
+        wq, wz = _weights(w, w_zero_point, weight_dtype)
+        self.w = wq.reshape(wq.shape[:2] + (1,) * (self.nd == 1) + wq.shape[2:])
+        self.wz = np.asarray(wz.reshape(-1)[0], weight_dtype)
+        self.xz = np.uint8(int(x_zero_point) + 128)
+        self.kernel = tuple(w.shape[2:])
+        self.strides, self.dilations, self.pads, self.group = strides, dilations, pads, group
+        self.tail = (bias, M32, y_zero_point, qmin, qmax, (w.shape[0], 1, 1), fused)
+        self.sessions = {}
+
+    def _build(self, spatial):
+        from onnx import TensorProto, helper
+
+        pads = resolve_pads(self.pads, spatial, self.kernel, self.strides, self.dilations)
+        strides, dilations, kernel = list(self.strides), list(self.dilations), list(self.kernel)
+        if self.nd == 1:  # as a 2-D conv on a height-1 image
+            pads = [0, pads[0], 0, pads[1]]
+            strides, dilations, kernel = [1] + strides, [1] + dilations, [1] + kernel
+        conv = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["acc"], kernel_shape=kernel,
+                                strides=strides, pads=pads, dilations=dilations, group=self.group)
+        nodes, inits, out_type = _tail("acc", *self.tail)
+        x_info = helper.make_tensor_value_info("x", TensorProto.UINT8, [None, self.w.shape[1] * self.group]
+                                               + [1] * (self.nd == 1) + list(spatial))
+        return _session([conv] + nodes, x_info, dict(w=self.w, xz=self.xz, wz=self.wz, **inits), out_type)
+
+    def __call__(self, x):
+        spatial = x.shape[2:]
+        sess = self.sessions.get(spatial)
+        if sess is None:
+            sess = self.sessions[spatial] = self._build(spatial)
+        xu = to_u8(x)
+        if self.nd == 1:
+            xu = xu[:, :, None, :]
+        y = sess.run(None, {"x": xu})[0]
+        return y[:, :, 0, :] if self.nd == 1 else y
+
+
+class OrtDense:
+    """dense: x (..., K) @ W (K, M) with MatMulInteger (per-column zero points allowed)."""
+
+    def __init__(self, weight_dtype, *, w, bias, M32, w_zero_point, x_zero_point, y_zero_point,
+                 trans_w, qmin, qmax, fused):
+        from onnx import TensorProto, helper
+
+        W = np.asarray(w).T if trans_w else np.asarray(w)  # (K, M)
+        self.K, M = W.shape
+        wq, wz = _weights(W, w_zero_point, weight_dtype)
+        wz = wz.reshape(-1)
+        wz = np.asarray(wz[0] if np.all(wz == wz[0]) else wz, weight_dtype)
+        mm = helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["acc"])
+        nodes, inits, out_type = _tail("acc", bias, M32, y_zero_point, qmin, qmax, (M,), fused)
+        x_info = helper.make_tensor_value_info("x", TensorProto.UINT8, [None, self.K])
+        self.sess = _session([mm] + nodes, x_info, dict(
+            w=np.ascontiguousarray(wq), xz=np.uint8(int(x_zero_point) + 128), wz=wz, **inits), out_type)
+
+    def __call__(self, x):
+        rows = to_u8(x).reshape(-1, self.K)
+        y = self.sess.run(None, {"x": rows})[0]
+        return y.reshape(np.shape(x)[:-1] + y.shape[-1:])
+
+
+def uniform(a):
+    a = np.asarray(a).reshape(-1)
+    return bool(np.all(a == a[0]))
+
+
+def _bias(p, M):
+    return np.zeros(M, np.int32) if p.get("bias") is None else p["bias"]
+
+
+def conv_layer(weight_dtype, M32, fused=True, **p):
+    """An OrtConv for a conv node's keywords, or None when the graph cannot express it."""
+    if np.ndim(p["w"]) not in (3, 4) or not uniform(p["w_zero_point"]) or (fused and M32 is None):
+        return None
+    return OrtConv(weight_dtype, M32=M32, fused=fused, w=p["w"], bias=_bias(p, len(p["w"])),
+                   w_zero_point=p["w_zero_point"], x_zero_point=p["x_zero_point"],
+                   y_zero_point=p["y_zero_point"], strides=p["strides"], pads=p["pads"],
+                   dilations=p["dilations"], group=int(p["group"]),
+                   qmin=p.get("qmin", INT8_MIN), qmax=p.get("qmax", INT8_MAX))
+
+
+def dense_layer(weight_dtype, M32, fused=True, **p):
+    """An OrtDense for a dense node's keywords, or None when the graph cannot express it."""
+    if fused and M32 is None:
+        return None
+    M = np.shape(p["w"])[0 if p["trans_w"] else 1]
+    return OrtDense(weight_dtype, M32=M32, fused=fused, w=p["w"], bias=_bias(p, M),
+                    w_zero_point=p["w_zero_point"], x_zero_point=p["x_zero_point"],
+                    y_zero_point=p["y_zero_point"], trans_w=p["trans_w"],
+                    qmin=p.get("qmin", INT8_MIN), qmax=p.get("qmax", INT8_MAX))
