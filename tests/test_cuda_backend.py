@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from synapse_gpu import backends
-from synapse_gpu.backends import cuda
+from synapse_gpu.backends import cuda, cuda_device
 from synapse_gpu.errors import DeviceError, DtypeError
 from synapse_gpu.opdefs import OPS
 
@@ -212,7 +212,7 @@ def fake(monkeypatch):
     def install(**kw):
         cp = fake_cupy(**kw)
         monkeypatch.setitem(sys.modules, "cupy", cp)
-        monkeypatch.setattr(cuda, "_modules", {})
+        monkeypatch.setattr(cuda_device, "_modules", {})
         return cp
     return install
 

@@ -1,0 +1,138 @@
+"""CUDA backend, the device: CuPy, memory, one stream, launches.
+
+CupyDevice is the interface CudaExecutable drives (kernel, empty, upload, launch,
+copy, write, read, synchronize); every call that touches the GPU goes through it,
+in order on its one stream. Tests run the same class on the emulated device
+(tests/emucuda: a `cupy` stand-in), and other code may hand it device arrays of
+its own (upload/read/empty are the seam). CuPy is imported lazily.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from ..errors import DeviceError
+from .cuda_source import NVRTC_OPTIONS, kernel_signatures, kernel_source
+
+BLOCK = 256  # threads per block; one thread per output element
+INSTALL_HINT = ("install CuPy for your CUDA version: pip install 'synapse-gpu[cuda12]' "
+                "(CUDA 12.x) or 'synapse-gpu[cuda13]' (CUDA 13.x)")
+
+
+def grid_for(n):
+    """Blocks for n threads: ceil(n / BLOCK), at least 1 (a caller skips n = 0)."""
+    return (n + BLOCK - 1) // BLOCK
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError as e:
+        raise DeviceError(f"CuPy is not installed ({e}); {INSTALL_HINT}") from None
+    except Exception as e:  # e.g. a CUDA library that fails to load
+        raise DeviceError(f"CuPy failed to import ({type(e).__name__}: {e}); reinstall it "
+                          f"for the machine's CUDA version: {INSTALL_HINT}") from None
+    return cupy
+
+
+def is_available():
+    """(True, device description) or (False, the reason), without raising."""
+    try:
+        cp = _cupy()
+    except DeviceError as e:
+        return False, str(e)
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDARuntimeError: no driver, driver too old, broken install
+        return False, (f"the CUDA driver/runtime does not answer ({type(e).__name__}: {e}); "
+                       "check nvidia-smi and that the CuPy package matches the CUDA version")
+    if n == 0:
+        return False, "no CUDA device found (CuPy is installed, the driver reports 0 GPUs)"
+    try:
+        dev = cp.cuda.Device()
+        name = cp.cuda.runtime.getDeviceProperties(dev.id)["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        return True, f"GPU {dev.id}: {name} (compute capability {dev.compute_capability})"
+    except Exception as e:
+        return False, f"CUDA device query failed ({type(e).__name__}: {e})"
+
+
+def require():
+    """Raise DeviceError naming what is missing unless a CUDA device is usable."""
+    ok, reason = is_available()
+    if not ok:
+        raise DeviceError(f"the CUDA backend cannot run: {reason}")
+    return reason
+
+
+# (cupy module, device id, source text) -> cupy.RawModule: a changed source or another
+# `cupy` (the tests' emulated one) never gets a stale module.
+_modules = {}
+_modules_lock = threading.Lock()
+
+
+class CupyDevice:
+    """The device interface of CudaExecutable, on the current CuPy device and one stream."""
+
+    name = "cuda"
+
+    def __init__(self, verbose=False):
+        self.description = require()
+        self.cp = _cupy()
+        self.device = self.cp.cuda.Device()
+        self.stream = self.cp.cuda.Stream(non_blocking=True)
+        self.verbose = verbose
+
+    def _module(self, family):
+        code = kernel_source(family)
+        key = (id(self.cp), self.device.id, code)
+        with _modules_lock:
+            if key not in _modules:
+                t0 = time.perf_counter()
+                with self.device:
+                    try:
+                        # No -arch option: CuPy picks the device's own and keys its
+                        # disk cache on it (and on the inlined source text).
+                        mod = self.cp.RawModule(code=code, options=NVRTC_OPTIONS)
+                        mod.compile()
+                    except Exception as e:
+                        raise DeviceError(
+                            f"cuda_kernels/{family}.cu did not compile or load for "
+                            f"{self.description}: {type(e).__name__}: {e}") from None
+                _modules[key] = mod
+                if self.verbose:
+                    print(f"synapse: compiled cuda_kernels/{family}.cu for GPU {self.device.id} "
+                          f"in {time.perf_counter() - t0:.3f} s (first run; then cached by CuPy)")
+            return _modules[key]
+
+    def kernel(self, name):
+        mod = self._module(kernel_signatures()[name][0])
+        with self.device:
+            return mod.get_function(name)
+
+    def empty(self, n):
+        with self.device, self.stream:
+            return self.cp.empty(n, dtype=self.cp.int8)
+
+    def upload(self, a):
+        with self.device, self.stream:
+            return self.cp.asarray(a)
+
+    def launch(self, fn, n, args):
+        if n == 0:  # an empty tensor: the driver rejects a zero-size grid
+            return
+        with self.device, self.stream:
+            fn((grid_for(n),), (BLOCK,), args)
+
+    def copy(self, dst, src):
+        with self.device, self.stream:
+            dst[...] = src  # an elementwise copy kernel, in stream order
+
+    def write(self, dst, a):
+        dst.set(a, stream=self.stream)
+
+    def read(self, src):
+        return src.get(stream=self.stream)
+
+    def synchronize(self):
+        self.stream.synchronize()
