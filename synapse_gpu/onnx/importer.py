@@ -43,7 +43,7 @@ from ..errors import (DtypeError, ModelFormatError, OnnxImportError, ShapeError,
 from ..graph import BATCH, GraphBuilder
 from ..reference import tables
 from ..reference.softmax import softmax_params
-from . import checks
+from . import checks, islands
 from .checks import MAX_DIM, MAX_ELEMS, label, type_name
 from .fold import FOLDABLE, fold
 from .int8_ops import Int8Ops
@@ -69,7 +69,8 @@ def import_onnx(model, *, name=None):
     proto = checks.load_model(model)
     order = checks.check_structure(proto.graph)
     proto, order = _opset(proto, order)
-    return _Importer(proto, order, name).run()
+    order, inferred = islands.quantize_islands(proto, order, _Importer.has_rule)
+    return _Importer(proto, order, name, inferred).run()
 
 
 def _opset(proto, order):
@@ -92,7 +93,13 @@ def _opset(proto, order):
 class _Importer(QOperatorOps, QDQOps, Int8Ops):
     """One import: the walk, the values, the boundary; the op handlers are the mixins'."""
 
-    def __init__(self, proto, order, name):
+    @classmethod
+    def has_rule(cls, node):
+        """Whether the walk has a handler for this node (the island pass asks)."""
+        ms = node.domain not in ("", "ai.onnx")
+        return hasattr(cls, f"_{'ms_' if ms else ''}{node.op_type}")
+
+    def __init__(self, proto, order, name, inferred=()):
         self.proto, self.g, self.order = proto, proto.graph, order
         versions = {o.domain: o.version for o in proto.opset_import}
         self.opset = versions.get("", versions.get("ai.onnx"))
@@ -104,6 +111,7 @@ class _Importer(QOperatorOps, QDQOps, Int8Ops):
         self.boundary = {}  # float input -> its quantized graph input (the boundary quantize)
         self._reinterpreted = {}
         self._output_tensors = set()
+        self.inferred = list(inferred)  # island quantizations (islands.py), for the metadata
 
     # ---- driver -----------------------------------------------------------------------------
     def run(self):
@@ -126,6 +134,8 @@ class _Importer(QOperatorOps, QDQOps, Int8Ops):
         producer = f"{self.proto.producer_name} {self.proto.producer_version}".strip()
         meta = {"source": "onnx", "onnx_opset": str(self.opset), "onnx_producer": producer,
                 "name": self.name or self.g.name or "model"}
+        if self.inferred:
+            meta["inferred_quantization"] = "; ".join(str(i) for i in self.inferred)
         return self.b.build(meta)
 
     def _convert(self, node):
