@@ -41,7 +41,7 @@ def cmd_run(args):
     from .session import InferenceSession
 
     sess = InferenceSession(args.model, device=args.device, strict=not args.no_strict,
-                            verbose=args.verbose)
+                            verbose=args.verbose, max_cost=args.max_cost)
     feeds = _load_inputs(args.input, sess)
     sess._quantized_feeds({k: v[:1] for k, v in feeds.items()})  # fail fast on names/shapes/dtypes
     n = len(next(iter(feeds.values())))
@@ -86,9 +86,11 @@ def cmd_inspect(args):
     from .session import load_any
     from .modelfile import model_id
     from .validate import validate
+    from .cost import WEIGHTS, model_cost
 
     g = load_any(args.model)
     rep = validate(g, strict=False)
+    cost = model_cost(g, rep.traversal.shapes, rep.traversal.order)
     print(f"model id: {model_id(g)}")
     for k, v in sorted(g.metadata.items()):
         print(f"{k}: {v}")
@@ -96,17 +98,19 @@ def cmd_inspect(args):
         print(f"input  {t.name}: {list(t.shape)} int8 (scale {t.scale:.6g}, zero point {t.zero_point})")
     for t in g.outputs:
         print(f"output {t.name}: {list(t.shape)} int8 (scale {t.scale:.6g}, zero point {t.zero_point})")
-    print(f"{'node':<32} {'op':<16} {'output shape':<22} {'params':>9} {'acc bound':>12} {'terms':>7}")
-    for i in rep.nodes:
+    print(f"{'node':<32} {'op':<16} {'output shape':<22} {'params':>9} {'acc bound':>12} {'terms':>7} {'cost':>11}")
+    for i, c in zip(rep.nodes, cost.nodes):
         bound = "" if i.acc_bound is None else f"{i.acc_bound / 2**31:.2%}"
         print(f"{i.name[:32]:<32} {i.op:<16} {str(list(i.out_shape)):<22} {i.n_params:>9} "
-              f"{bound:>12} {'' if i.reduction is None else i.reduction:>7}")
+              f"{bound:>12} {'' if i.reduction is None else i.reduction:>7} {c.total:>11}")
     ops = {}
     for i in rep.nodes:
         ops[i.op] = ops.get(i.op, 0) + 1
     print("ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(ops.items())))
     print(f"parameters: {sum(i.n_params for i in rep.nodes)}  depth: {rep.depth} layers  "
           f"(acc bound: worst case as a share of 2^31)")
+    print(f"cost: {cost.per_sample} per sample ({cost.version}: "
+          + ", ".join(f"{k} x{w}" for k, w in WEIGHTS.items()) + "; docs/SPEC.md)")
     if rep.within_limits:
         print("Synapse limits: OK")
     else:
@@ -174,6 +178,8 @@ def build_parser():
     r.add_argument("--batch-size", type=int, default=64, help="samples per run (default 64)")
     r.add_argument("--no-strict", action="store_true", help="allow models outside the Synapse limits")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    r.add_argument("--max-cost", type=int, metavar="N", help="refuse a model whose deterministic "
+                   "cost per sample exceeds N, before running (see `synapse inspect`)")
     r.add_argument("--verbose", "-v", action="store_true")
     r.set_defaults(func=cmd_run)
 
@@ -198,6 +204,9 @@ def build_parser():
     except ImportError:
         pass
     q.set_defaults(func=cmd_quantize)
+    from .cli_verification import add_parsers
+
+    add_parsers(sub)  # compare, trace, diff, verify
     return p
 
 

@@ -160,8 +160,11 @@ def onnxruntime_tensors(model, graph, feeds, options=None):
             a = np.moveaxis(a, -1, 1)
         theirs[t] = (a.astype(np.int16) - 128).astype(np.int8) if a.dtype == np.uint8 else a
         how[t] = _how(produced, name) + (f" ({a.dtype.name}" + (", NHWC)" if channels_last else ")"))
-    notes.append(f"onnxruntime (optimization level {int(level)}): {len(theirs)} of "
-                 f"{len(graph.nodes)} Synapse nodes have an int8 tensor in its optimized graph")
+    names = {0: "disabled", 1: "basic", 2: "extended", 99: "all"}
+    n_nodes = len(set(theirs) - {t.name for t in graph.inputs})
+    notes.append(f"onnxruntime (graph optimizations: {names.get(int(level), int(level))}): "
+                 f"{n_nodes} of {len(graph.nodes)} Synapse nodes have an int8 tensor in its "
+                 "optimized graph")
     return theirs, how, notes
 
 

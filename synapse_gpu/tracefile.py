@@ -93,13 +93,9 @@ def record(sess, feeds, keep_tensors=False):
                   for t in g.outputs}, tensors)
 
 
-def save(trace, path):
-    """Write the JSON (and FILE.npz beside it when the trace holds tensors)."""
-    npz = None
-    if trace.tensors is not None:
-        npz = os.path.splitext(os.path.basename(path))[0] + ".npz"
-        np.savez(os.path.join(os.path.dirname(os.path.abspath(path)), npz), **trace.tensors)
-    doc = {
+def to_doc(trace, tensors_file=None):
+    """The trace as the JSON document of the file layout above."""
+    return {
         "format": FORMAT, "version": VERSION, "model_id": trace.model_id, "device": trace.device,
         "batch": trace.batch, "run_digest": trace.run_digest,
         "inputs": [{"name": k, "shape": list(s), "digest": d} for k, (s, d) in trace.inputs.items()],
@@ -108,10 +104,40 @@ def save(trace, path):
                   for s in trace.steps],
         "outputs": [{"name": k, "shape": list(s), "digest": d}
                     for k, (s, d) in trace.outputs.items()],
-        "tensors": npz,
+        "tensors": tensors_file,
     }
+
+
+def from_doc(doc, where):
+    """A Trace from its JSON document (without tensors); `where` names it in errors."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelFormatError(f"{where} is not a trace file (format {FORMAT!r} expected; "
+                               "write one with `synapse trace`)")
+    if doc.get("version") != VERSION:
+        raise ModelFormatError(f"{where}: trace version {doc.get('version')!r}, this synapse reads "
+                               f"version {VERSION}")
+    try:
+        steps = [Step(int(n["index"]), str(n["node"]), str(n["op"]), tuple(n["inputs"]),
+                      str(n["tensor"]), tuple(n["shape"])) for n in doc["nodes"]]
+        digests = {i["name"]: str(i["digest"]) for i in doc["inputs"]}
+        digests.update((n["tensor"], str(n["digest"])) for n in doc["nodes"])
+        return Trace(str(doc["model_id"]), str(doc["device"]), int(doc["batch"]),
+                     str(doc["run_digest"]),
+                     {i["name"]: (tuple(i["shape"]), str(i["digest"])) for i in doc["inputs"]},
+                     steps, digests,
+                     {o["name"]: (tuple(o["shape"]), str(o["digest"])) for o in doc["outputs"]})
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFormatError(f"{where}: malformed trace ({type(e).__name__}: {e})") from None
+
+
+def save(trace, path):
+    """Write the JSON (and FILE.npz beside it when the trace holds tensors)."""
+    npz = None
+    if trace.tensors is not None:
+        npz = os.path.splitext(os.path.basename(path))[0] + ".npz"
+        np.savez(os.path.join(os.path.dirname(os.path.abspath(path)), npz), **trace.tensors)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(doc, f, sort_keys=True, indent=1)
+        json.dump(to_doc(trace, npz), f, sort_keys=True, indent=1)
         f.write("\n")
 
 
@@ -124,24 +150,7 @@ def load(path):
         raise InputError(f"cannot read trace file {path}: {e.strerror}") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ModelFormatError(f"{path} is not a trace file (not JSON: {e})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ModelFormatError(f"{path} is not a trace file (format {FORMAT!r} expected; "
-                               "write one with `synapse trace`)")
-    if doc.get("version") != VERSION:
-        raise ModelFormatError(f"{path}: trace version {doc.get('version')!r}, this synapse reads "
-                               f"version {VERSION}")
-    try:
-        steps = [Step(int(n["index"]), str(n["node"]), str(n["op"]), tuple(n["inputs"]),
-                      str(n["tensor"]), tuple(n["shape"])) for n in doc["nodes"]]
-        digests = {i["name"]: str(i["digest"]) for i in doc["inputs"]}
-        digests.update((n["tensor"], str(n["digest"])) for n in doc["nodes"])
-        trace = Trace(str(doc["model_id"]), str(doc["device"]), int(doc["batch"]),
-                      str(doc["run_digest"]),
-                      {i["name"]: (tuple(i["shape"]), str(i["digest"])) for i in doc["inputs"]},
-                      steps, digests,
-                      {o["name"]: (tuple(o["shape"]), str(o["digest"])) for o in doc["outputs"]})
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelFormatError(f"{path}: malformed trace ({type(e).__name__}: {e})") from None
+    trace = from_doc(doc, path)
     if doc.get("tensors"):
         npz = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.basename(doc["tensors"]))
         try:

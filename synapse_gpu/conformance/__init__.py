@@ -1,0 +1,1 @@
+"""Shipped known answers: the conformance models (cases.py, *.syn) and golden.json (verify.py)."""
