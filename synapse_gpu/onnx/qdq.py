@@ -245,12 +245,34 @@ class QDQOps:
         vs = [self._in(node, i) for i in range(len(node.input))]
         if len(vs) == 1:
             return vs[0]
-        if len(vs) > 2:
-            self._fail(node, f"{len(vs)} inputs: only 2 (a single rounding) are supported",
-                       "split it into Add nodes, each quantized", UnsupportedOpError)
+        if len(vs) > 2 and all(isinstance(v, Deq) for v in vs):
+            return self._sum_chain(node, vs)
         return self._add(node, vs)
 
+    def _sum_chain(self, node, vs):
+        """A Sum of 3+ inputs: adds in input order; each partial sum is quantized over the
+        range its inputs' quantizations allow (islands.py's range rule), the last one
+        at the output scale: one rounding per add."""
+        def emit(ys, yz, qmin, qmax):
+            t = self._deq_t(vs[0])
+            for k, v in enumerate(vs[1:], 1):
+                if k == len(vs) - 1:
+                    relu, after = self._relu_or_clip(yz, qmin, qmax, node)
+                    return after(build.add(self.b, t, self._deq_t(v), y_scale=ys,
+                                           y_zero_point=yz, relu=relu, name=label(node)))
+                (sa, za), (sb, zb) = self.b.quant[t], (v.scale, v.zp)
+                lo = sa * (-128 - za) + sb * (-128 - zb)
+                hi = sa * (127 - za) + sb * (127 - zb)
+                s = float(f32((hi - lo) / 255))
+                t = build.add(self.b, t, self._deq_t(v), y_scale=s,
+                              y_zero_point=int(np.clip(np.rint(-128 - lo / s), -128, 127)),
+                              name=f"{label(node)}.partial{k}")
+        return Pending(node, emit)
+
     def _add(self, node, vs):
+        if any(isinstance(v, (Const, QConst)) for v in vs) and \
+                any(isinstance(v, Deq) for v in vs):
+            return self._const_operand(node, vs)
         if all(isinstance(v, Deq) for v in vs):
             def emit(ys, yz, qmin, qmax):
                 relu, after = self._relu_or_clip(yz, qmin, qmax, node)
@@ -283,8 +305,67 @@ class QDQOps:
                              f"({channels}, axis {axis})", exc=UnsupportedOpError)
         return np.broadcast_to(c.reshape(-1), (channels,)).astype(np.float32)
 
+    def _Sub(self, node):
+        return self._const_operand(node, [self._in(node, i) for i in range(2)])
+
+    def _Div(self, node):
+        return self._const_operand(node, [self._in(node, i) for i in range(2)])
+
+    def _const_operand(self, node, vs):
+        """Add/Sub/Mul/Div of a dequantized activation and a constant that is one value
+        per channel (axis 1) or a scalar: y = gain[c] * x + offset[c], emitted as a
+        batchnorm node (docs/SPEC.md: per-channel int8 gain, int32 offset)."""
+        op = node.op_type
+        xi = next((i for i, v in enumerate(vs) if isinstance(v, Deq)), None)
+        ci = 1 - xi if xi is not None and len(vs) == 2 else None
+        if ci is None or not isinstance(vs[ci], (Const, QConst)) or (op == "Div" and ci == 0):
+            self._fail(node, f"{'/'.join(describe(v) for v in vs)}: an integer {op} needs "
+                             "a dequantized activation and a constant divisor/operand, or two "
+                             "dequantized activations (Add, Mul)",
+                       "quantize both operands (QDQ) or make one a per-channel constant",
+                       UnsupportedOpError)
+        x = vs[xi]
+        shape = self.b.shapes[self._deq_t(x)]
+        c = self._const_channels(node, vs[ci], shape)
+        if op == "Div" and not c.all():
+            self._fail(node, "divides by a constant with zero entries", exc=ModelFormatError)
+        one, zero = np.ones_like(c), np.zeros_like(c)
+        gain, offset = {"Add": (one, c), "Mul": (c, zero),
+                        "Sub": (one, -c) if ci == 1 else (-one, c)}.get(op, (1 / c, zero))
+
+        def emit(ys, yz, qmin, qmax):
+            return self._affine(node, self._deq_t(x), gain, offset, ys, yz, qmin, qmax)
+        return Pending(node, emit)
+
+    def _const_channels(self, node, v, shape):
+        """A constant operand as one float32 value per channel (axis 1 of `shape`)."""
+        c = v.real() if isinstance(v, QConst) else v.value
+        if c.dtype.kind != "f":
+            self._fail(node, f"a {c.dtype} constant operand", "make it a float constant",
+                       UnsupportedOpError)
+        full = (1,) * (len(shape) - c.ndim) + c.shape
+        if c.ndim > len(shape) or any(d != 1 for i, d in enumerate(full) if i != 1) or \
+                full[1] not in (1, shape[1]) or not np.isfinite(c).all():
+            self._fail(node, f"a constant operand of shape {list(c.shape)} on a tensor of shape "
+                             f"{list(shape)}: only a scalar or one finite value per channel "
+                             "(axis 1) has an integer form",
+                       "fold the constant into the neighbouring Conv/Gemm weights before "
+                       "quantizing (onnxruntime's quant_pre_process folds BatchNormalization), "
+                       "or reshape it to (C, 1, ...)", UnsupportedOpError)
+        return np.broadcast_to(c.reshape(-1).astype(np.float64), (shape[1],)).copy()
+
+    def _affine(self, node, x, gain, offset, ys, yz, qmin, qmax):
+        """y = gain[c] * x + offset[c] as a batchnorm node (mean 0, variance 1)."""
+        relu, after = self._relu_or_clip(yz, qmin, qmax, node)
+        C = len(gain)
+        return after(build.batchnorm(self.b, x, gain, offset, np.zeros(C), np.ones(C), 0.0,
+                                     y_scale=ys, y_zero_point=yz, relu=relu, name=label(node)))
+
     def _Mul(self, node):
         vs = [self._in(node, i) for i in range(2)]
+        if any(isinstance(v, (Const, QConst)) for v in vs) and \
+                any(isinstance(v, Deq) for v in vs):
+            return self._const_operand(node, vs)
         if all(isinstance(v, Deq) for v in vs):
             def emit(ys, yz, qmin, qmax):
                 y = build.mul(self.b, self._deq_t(vs[0]), self._deq_t(vs[1]), y_scale=ys,

@@ -15,7 +15,7 @@ from onnx import TensorProto
 from .. import build
 from ..errors import DtypeError, ModelFormatError, UnsupportedOpError
 from .checks import label, type_name
-from .values import Acc, Const, Int, describe, int8_codes, int8_onnx_type
+from .values import Acc, Const, Int, QConst, describe, int8_codes, int8_onnx_type
 
 
 class QOperatorOps:
@@ -156,12 +156,30 @@ class QOperatorOps:
         return self._binary(node, build.mul)
 
     def _binary(self, node, helper_fn):
-        if isinstance(self._in(node, 3), Const):
-            self._fail(node, "a constant operand has no Synapse op", "feed it as an activation",
-                       UnsupportedOpError)
+        const = [i for i in (0, 3) if isinstance(self._in(node, i), Const)]
+        if len(const) == 1:
+            return self._qlinear_const_operand(node, const[0])
         a, c = self._qin(node, 0), self._qin(node, 3)
         ys, yz, yt = self._yparams(node, 6, 7, self._in_type(node, 0))
         return Int(helper_fn(self.b, a, c, y_scale=ys, y_zero_point=yz, name=label(node)), yt)
+
+    def _qlinear_const_operand(self, node, ci):
+        """QLinearAdd/QLinearMul with one constant input: y = x + c or x * c, c the
+        constant's real value, one value per channel; emitted as qdq.py's affine rule."""
+        xi = 3 - ci
+        x = self._qin(node, xi)
+        q = self._const(node, ci, "constant operand")
+        if int8_onnx_type(q) is None:
+            raise DtypeError(f"node {label(node)!r} (op {node.op_type}): constant operand has "
+                             f"dtype {q.dtype}, expected int8 or uint8")
+        s = self._scale(node, ci + 1)
+        z, _ = self._zero_point(node, ci + 2, int8_onnx_type(q))
+        c = self._const_channels(node, QConst(int8_codes(node, q, "constant operand"), s, z, 0),
+                                 self.b.shapes[x])
+        ys, yz, yt = self._yparams(node, 6, 7, self._in_type(node, xi))
+        gain, offset = (np.ones_like(c), c) if node.op_type == "QLinearAdd" else \
+            (c, np.zeros_like(c))
+        return Int(self._affine(node, x, gain, offset, ys, yz, -128, 127), yt)
 
     def _channels_first(self, node):
         if int(self._attrs(node).get("channels_last", 0)):
