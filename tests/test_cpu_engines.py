@@ -203,9 +203,9 @@ def test_whole_model_same_bits_across_engines(make, monkeypatch):
 
 
 def test_digits_same_bits_across_engines(monkeypatch):
-    from synapse_gpu.modelfile import load_model
+    from synapse_gpu.session import load_any
 
-    g = load_model(os.path.join(EXAMPLES, "digits.syn"))
+    g = load_any(os.path.join(EXAMPLES, "digits_int8.onnx"))
     with np.load(os.path.join(EXAMPLES, "digits_test.npz")) as z:
         x = z["images"][:64]
     spec = g.inputs[0]

@@ -1,12 +1,14 @@
 """Conv and dense layers as small onnxruntime graphs (MLAS's int8 kernels), built once per layer.
 
 A layer's graph is ConvInteger (or MatMulInteger) -> Add bias (int32) -> the float32
-requantization of `cpu_conv.requant_f32` as ONNX ops: Cast to float, Mul by M, Round
-(half to even), Add z_y, Clip to [qmin, qmax], Cast to int8. Each op is one IEEE
-float32 operation per element, so the chain is requant_f32's proof step by step; graph
-optimizations are off, so onnxruntime runs these ops as written (no fusion into a
-kernel with another rounding). Only the int32 accumulation is MLAS's, and whether MLAS
-accumulates exactly on this machine is what the self-test of cpu_engines.py decides.
+requantization of `cpu_conv.requant_f32` as two ONNX ops: DequantizeLinear of the int32
+sum with the per-channel scale M (by the ONNX definition f32(acc + bias) * M: one
+rounding to float32, then one IEEE multiplication), then QuantizeLinear with scale 1
+and zero point z_y (p / 1 = p exactly, round half to even, + z_y, saturate to int8),
+then Clip on int8 where a fused activation narrows [qmin, qmax]. That is
+requant_f32's proof step by step. Graph optimizations are off, so onnxruntime runs the
+ops as written (no fusion into a kernel with another rounding). The self-test of
+cpu_engines.py checks the accumulation and this requantization on this machine.
 
 Activations enter as uint8 codes: x + 128 with the zero point z_x + 128, an exact
 change of representation (the bits of int8 x with the sign bit flipped). Weights are
@@ -59,21 +61,25 @@ def _session(nodes, x_info, inits, out_type):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _tail(acc, bias, M32, y_zero_point, qmin, qmax, channel_shape, fused):
-    """Nodes and constants after the accumulation `acc`: + bias, then (fused) requantize."""
+def _tail(acc, bias, M32, y_zero_point, qmin, qmax, spatial_dims, fused):
+    """Nodes and constants after the accumulation `acc` (channels on axis 1, then
+    `spatial_dims` axes): + bias, then (fused) the requantization."""
     from onnx import TensorProto, helper
 
+    M = len(bias)
     nodes = [helper.make_node("Add", [acc, "bias"], ["acc_b" if fused else "y"])]
-    inits = {"bias": np.asarray(bias, np.int32).reshape(channel_shape)}
+    inits = {"bias": np.asarray(bias, np.int32).reshape((M,) + (1,) * spatial_dims)}
     if fused:
-        nodes += [helper.make_node("Cast", ["acc_b"], ["t"], to=TensorProto.FLOAT),
-                  helper.make_node("Mul", ["t", "M"], ["p"]),
-                  helper.make_node("Round", ["p"], ["r"]),
-                  helper.make_node("Add", ["r", "zy"], ["s"]),
-                  helper.make_node("Clip", ["s", "lo", "hi"], ["c"]),
-                  helper.make_node("Cast", ["c"], ["y"], to=TensorProto.INT8)]
-        inits.update(M=np.asarray(M32, np.float32).reshape(channel_shape),
-                     zy=np.float32(y_zero_point), lo=np.float32(qmin), hi=np.float32(qmax))
+        # DequantizeLinear on int32: f32(acc + bias) * M, one rounding each (steps 1, 2);
+        # QuantizeLinear with scale 1: clamp(round_half_even(p) + z_y) (step 3)
+        nodes += [helper.make_node("DequantizeLinear", ["acc_b", "M"], ["p"], axis=1),
+                  helper.make_node("QuantizeLinear", ["p", "one", "zy"], ["q" if (qmin, qmax) != (
+                      INT8_MIN, INT8_MAX) else "y"])]
+        inits.update(M=np.asarray(M32, np.float32).reshape(M), one=np.float32(1),
+                     zy=np.int8(y_zero_point))
+        if (qmin, qmax) != (INT8_MIN, INT8_MAX):  # a fused activation narrows the clamp
+            nodes.append(helper.make_node("Clip", ["q", "lo", "hi"], ["y"]))
+            inits.update(lo=np.int8(qmin), hi=np.int8(qmax))
     return nodes, inits, (TensorProto.INT8 if fused else TensorProto.INT32)
 
 
@@ -102,7 +108,7 @@ class OrtConv:
         self.xz = np.uint8(int(x_zero_point) + 128)
         self.kernel = tuple(w.shape[2:])
         self.strides, self.dilations, self.pads, self.group = strides, dilations, pads, group
-        self.tail = (bias, M32, y_zero_point, qmin, qmax, (w.shape[0], 1, 1), fused)
+        self.tail = (bias, M32, y_zero_point, qmin, qmax, 2, fused)
         self.sessions = {}
 
     def _build(self, spatial):
@@ -145,7 +151,7 @@ class OrtDense:
         wz = wz.reshape(-1)
         wz = np.asarray(wz[0] if np.all(wz == wz[0]) else wz, weight_dtype)
         mm = helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["acc"])
-        nodes, inits, out_type = _tail("acc", bias, M32, y_zero_point, qmin, qmax, (M,), fused)
+        nodes, inits, out_type = _tail("acc", bias, M32, y_zero_point, qmin, qmax, 0, fused)
         x_info = helper.make_tensor_value_info("x", TensorProto.UINT8, [None, self.K])
         self.sess = _session([mm] + nodes, x_info, dict(
             w=np.ascontiguousarray(wq), xz=np.uint8(int(x_zero_point) + 128), wz=wz, **inits), out_type)
