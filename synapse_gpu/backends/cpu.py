@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import registry
-from . import cpu_conv, cpu_engines, cpu_tables
+from . import cpu_conv, cpu_engines, cpu_pool, cpu_tables
 
 _FAST = {"conv1d", "conv2d", "conv3d", "dense"}
 
@@ -39,6 +39,8 @@ def _fast_step(node, buffers, engine):
 
 
 def _step(node, buffers):
+    if node.op == "max_pool":
+        return lambda x: cpu_pool.max_pool(x, **node.attrs)
     if node.op in cpu_tables.TABLE_OPS:
         return cpu_tables.prepare(node, buffers)
     ref = registry.reference_op(node.op)
