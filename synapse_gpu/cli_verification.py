@@ -18,7 +18,7 @@ def _print_comparison(c, all_nodes):
     for note in c.notes:
         print(f"note: {note}")
     if all_nodes or not c.identical:
-        print(c.table(all_nodes=all_nodes))
+        print(c.table(all_nodes=all_nodes, limit=None if all_nodes else 25))
     origins = c.origins
     if origins:
         print("where the runs part: " + ", ".join(f"{o.node} ({o.op}, {o.cause})" for o in origins[:8])
@@ -58,6 +58,9 @@ def cmd_diff(args):
     a, b = tracefile.load(args.a), tracefile.load(args.b)
     c = compare_traces(a, b, (args.a, args.b))
     _print_comparison(c, args.all)
+    if not c.identical and not (a.tensors and b.tensors):
+        print("to count differing elements: `synapse trace --tensors` on both machines, then "
+              "diff again (or `synapse compare MODEL -i X --against B.json`)")
     return 0 if c.identical else 1
 
 
@@ -89,7 +92,8 @@ def add_parsers(sub):
     c.add_argument("--against", default="onnxruntime",
                    help="onnxruntime (MODEL must be .onnx; default), a device (cpu, cuda) or "
                    "TRACE.json from `synapse trace`")
-    c.add_argument("--all", action="store_true", help="list every node, not only differing ones")
+    c.add_argument("--all", action="store_true",
+                   help="list every node (default: the first 25 differing ones)")
     c.add_argument("--plot", metavar="FILE.png",
                    help="draw agreement per node (needs matplotlib: the [plot] extra)")
     c.set_defaults(func=cmd_compare)

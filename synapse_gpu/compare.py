@@ -84,13 +84,12 @@ class Comparison:
             where += f"; {self.theirs} ran it as {c.theirs_op}"
         return f"{head}, {sum(n.status == DIFFERS for n in self.nodes)} differ; {where}"
 
-    def table(self, all_nodes=False):
-        """One line per node (only differing and first rows unless all_nodes)."""
+    def table(self, all_nodes=False, limit=None):
+        """One line per node (only the differing ones unless all_nodes; at most `limit`)."""
         rows = [f"{'#':>4} {'node':<28} {'op':<15} {'shape':<18} {'identical':>10} "
                 f"{'max steps':>9}  {'first diff':<16} {'cause':<15} {self.theirs}"]
-        for c in self.inputs + self.nodes:
-            if not all_nodes and c.status != DIFFERS:
-                continue
+        shown = [c for c in self.inputs + self.nodes if all_nodes or c.status == DIFFERS]
+        for c in shown[:limit]:
             ident = _identical_text(c)
             steps = "" if c.max_steps is None else str(c.max_steps)
             first = "" if c.first_index is None else str(list(c.first_index))
@@ -98,6 +97,8 @@ class Comparison:
             rows.append(f"{idx:>4} {c.node[:28]:<28} {c.op[:15]:<15} {str(list(c.shape))[:18]:<18} "
                         f"{ident:>10} {steps:>9}  {first:<16} {c.cause or '':<15} "
                         f"{c.theirs_op or ''}".rstrip())
+        if limit is not None and len(shown) > limit:
+            rows.append(f"     ... {len(shown) - limit} more rows")
         return "\n".join(rows)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from . import tracefile
 from .compare import DIFFERS, MISSING, compare_traces
 from .conformance.cases import CASES, build_case, generated_int8
-from .errors import InputError, ModelFormatError, SynapseError
+from .errors import DeviceError, InputError, ModelFormatError, SynapseError
 
 GOLDEN_FORMAT, GOLDEN_VERSION, BATCH = "synapse-golden", 1, 3
 _PKG = os.path.dirname(os.path.abspath(__file__))
@@ -58,7 +58,8 @@ def check_run(case, sess, feeds, golden):
         res.ops[s.op] = res.ops.get(s.op, 0) + 1
     if sess.model_id != golden.model_id:
         res.failures.append(("model file", f"{case}: model id {sess.model_id[:16]}... is not the "
-                                           f"recorded {golden.model_id[:16]}..."))
+                                           f"recorded {golden.model_id[:16]}... (a deliberate "
+                                           "change: python -m synapse_gpu.verify --regenerate)"))
         return res
     trace = tracefile.record(sess, feeds)
     bad_inputs = [k for k, (_, d) in golden.inputs.items() if trace.inputs.get(k, (0, ""))[1] != d]
@@ -110,12 +111,14 @@ def verify_shipped(device="cpu", path=SHIPPED, progress=None):
     results = []
     for case in doc["cases"]:
         golden = tracefile.from_doc(case["trace"], f"{path}: case {case['id']}")
-        try:
+        try:  # a shipped model this version cannot load fails its case; a bad device is an error
             graph = load_model(os.path.join(_PKG, case["model"]))
+            sess = InferenceSession(graph, device=device, strict=False)
+        except DeviceError:
+            raise
         except SynapseError as e:
             results.append(CaseResult(case["id"], {}, [("model file", f"{case['id']}: {e}")]))
             continue
-        sess = InferenceSession(graph, device=device, strict=False)
         results.append(check_run(case["id"], sess, golden_inputs(graph, case["id"], doc["batch"]),
                                  golden))
         if progress:

@@ -8,6 +8,8 @@ from synapse_gpu.examples.tiny import tiny_cnn
 from synapse_gpu.graph import GraphBuilder
 from synapse_gpu.opdefs import OPS
 
+from synapse_devices import device  # noqa: F401  (fixture)
+
 
 def small_model():
     rng = np.random.default_rng(3)
@@ -81,3 +83,12 @@ def test_session_cost_and_budget(monkeypatch):
     monkeypatch.setattr(backends, "select", no_backend)
     with pytest.raises(CostLimitError, match="857 per sample > max_cost 856"):
         InferenceSession(g, device="cpu", max_cost=856)
+
+
+def test_cost_is_the_same_on_every_device(device):
+    from synapse_gpu.session import InferenceSession
+
+    g = tiny_cnn()
+    sess = InferenceSession(g, device=device)
+    r = sess.run_full(None, {"input": np.zeros((4, 1, 8, 8), np.float32)})
+    assert sess.cost == model_cost(g) and r.cost == 4 * model_cost(g).per_sample
