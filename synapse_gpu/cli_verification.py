@@ -30,7 +30,12 @@ def cmd_compare(args):
     from .compare import compare, plot_agreement
 
     sess, feeds = _session_and_feeds(args)
-    c = compare(sess, feeds, args.against,
+    options = None
+    if args.against == "onnxruntime":
+        from .ort_audit import session_options
+
+        options = session_options(args.ort_optimization, 0)
+    c = compare(sess, feeds, args.against, ort_options=options,
                 onnx_model=args.model if args.against == "onnxruntime" else None)
     _print_comparison(c, args.all)
     if args.plot:
@@ -94,6 +99,9 @@ def add_parsers(sub):
                    "TRACE.json from `synapse trace`")
     c.add_argument("--all", action="store_true",
                    help="list every node (default: the first 25 differing ones)")
+    c.add_argument("--ort-optimization", default="all", choices=["disabled", "basic", "extended",
+                                                                 "all"],
+                   help="onnxruntime's graph optimization level (default all, as users run it)")
     c.add_argument("--plot", metavar="FILE.png",
                    help="draw agreement per node (needs matplotlib: the [plot] extra)")
     c.set_defaults(func=cmd_compare)

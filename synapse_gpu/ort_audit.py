@@ -20,7 +20,8 @@ THREADS = (1, 2, 4)
 DEFAULT_BATCH = 4
 
 
-def _session(model_bytes, level, threads):
+def session_options(level, threads):
+    """onnxruntime.SessionOptions for a level name of LEVELS and a thread count (0: its default)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -31,7 +32,14 @@ def _session(model_bytes, level, threads):
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    return so
+
+
+def _session(model_bytes, level, threads):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model_bytes, session_options(level, threads),
+                                providers=["CPUExecutionProvider"])
 
 
 def generated_feeds(sess, batch=DEFAULT_BATCH):
