@@ -90,11 +90,11 @@ class ndarray:
         a = np.array(arr, copy=True)  # pageable host memory is staged at the call
         if a.shape != self.shape or a.dtype != self.dtype:
             raise ValueError(f"set of {a.shape} {a.dtype} into {self.shape} {self.dtype}")
-        _DEV.enqueue(stream or _DEV.current, "host to device",
+        _DEV.enqueue(_queue(stream), "host to device",
                      lambda: self._host().__setitem__(..., a))
 
     def get(self, stream=None):
-        s = stream or _DEV.current
+        s = _queue(stream)
         out = np.empty(self.shape, self.dtype)
         _DEV.enqueue(s, "device to host", lambda: out.__setitem__(..., self._host()))
         _DEV.flush(s)
@@ -102,6 +102,11 @@ class ndarray:
 
     def __repr__(self):
         return f"emucuda.ndarray(shape={self.shape}, dtype={self.dtype})"
+
+
+def _queue(stream):
+    """The emulated stream behind a Stream argument (None: the current stream)."""
+    return _DEV.current if stream is None else stream._s
 
 
 def empty(shape, dtype=np.float64):
