@@ -109,3 +109,18 @@ def test_onnxruntime_audit(capsys):
     assert "baseline" in out and "VERDICT: onnxruntime" in out
     assert main(["verify", "--engine", "onnxruntime", "synapse_gpu/examples/digits.syn"]) != 0
     assert "needs MODEL.onnx" in capsys.readouterr().err
+
+
+def test_shipped_vectors_are_package_data():
+    """The wheel carries the conformance models and golden.json (pyproject's package data)."""
+    import fnmatch
+    import pathlib
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "synapse_gpu.conformance" in tool["packages"]
+    globs = tool["package-data"]["synapse_gpu.conformance"]
+    data = [p.name for p in (root / "synapse_gpu" / "conformance").iterdir()
+            if p.is_file() and p.suffix != ".py"]
+    assert "golden.json" in data and all(any(fnmatch.fnmatch(n, g) for g in globs) for n in data)
