@@ -235,3 +235,20 @@ def test_verbose_names_the_engine(capsys):
 def test_to_u8_is_the_shift():
     x = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
     np.testing.assert_array_equal(cpu_ort.to_u8(x).astype(np.int16), x.astype(np.int16) + 128)
+
+
+def test_conv_cases_catch_a_saturating_conv():
+    """u8s8 convs with exact dense layers: where u8s8 saturates (x86 without VNNI), the
+    conv cases alone must reject it; where it is exact, they admit it."""
+    def exact(x, M32, fused, p):
+        x, W, xz, wz, bias = _acc(x, p)
+        acc = (x.astype(np.int64) - xz) @ (W.astype(np.int64) - wz) + bias
+        return acc if not fused else requant(acc, p["multiplier"], p["shift"], p["y_zero_point"],
+                                             p["qmin"], p["qmax"])
+    double = Double("u8s8-convs", exact)
+    double.weight_dtype = np.int8
+    ok, detail = cpu_engines.self_test(double, 4096)
+    if probe_exact(U8S8):
+        assert ok, detail
+    else:
+        assert not ok and "conv differs" in detail

@@ -39,8 +39,8 @@ class OrtEngine:
     def __init__(self, name, weight_dtype):
         self.name, self.weight_dtype = name, weight_dtype
 
-    def conv(self, M32, fused=True, **params):
-        return cpu_ort.conv_layer(self.weight_dtype, M32, fused, **params)
+    def conv(self, M32, **params):
+        return cpu_ort.conv_layer(self.weight_dtype, M32, **params)
 
     def dense(self, M32, fused=True, **params):
         return cpu_ort.dense_layer(self.weight_dtype, M32, fused, **params)
@@ -113,73 +113,96 @@ def _dense_cases(k_max, rng):
 
 
 def _conv_cases(rng):
-    # (C, M, spatial, kernel, strides, pads, dilations, group, xz, wz)
-    specs = [(8, 5, (6, 7), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, -128, 127),
-             (8, 6, (6, 7), (3, 3), (2, 1), (0, 2, 1, 0), (1, 1), 2, 127, -128),
-             (16, 4, (5, 5), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, 127, 127),
-             (6, 6, (9, 8), (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 6, -128, -128),
-             (3, 4, (11, 11), (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1, 5, -7),
-             (32, 3, (9,), (5,), (2,), (2, 1), (1,), 1, -128, 127),
-             (512, 2, (3, 3), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, -128, 127)]
-    for C, M, sp, ker, st, pads, dil, g, xz, wz in specs:
-        K = C // g * int(np.prod(ker))
-        w = _patterns(K, M, rng).reshape((M, C // g) + ker)
-        x = rng.choice(np.array([-128, 127], np.int8), (2, C) + sp)
-        x[0] = np.where(np.arange(C).reshape((C,) + (1,) * len(sp)) % 2 == 0, 127, -128)
-        yield x, w, xz, wz, st, pads, dil, g
-
-
-def _requant_cases(rng):
-    """Dense layers with K = 1 and w = 1 (so acc = x - z_x + bias): biases place the
-    accumulators at rounding ties, at the 2^24 float32 step, at the clamps and near
-    +-2^31; multipliers from tiny to saturating; both y zero-point ends, narrowed clamps."""
+    """(x, params) conv layers: code-extreme weights, inputs constant over each channel's
+    plane (so every window away from the border sees the same values), multiplier 1 and
+    bias = -(the exact centre accumulator): the reference output is z_y = 0 there, and any
+    accumulator error e != 0 shows as clamp(e) != 0. Then the same weights on random
+    inputs with a spreading multiplier (borders, padding, strides)."""
     from ..reference.requant import quantize_multiplier
 
-    Ms = np.array([0.5, 0.25, 2.0 ** -10, 1.0, 3.0, 2.0 ** -30, 2.0 ** 20, 0.7071067,
-                   1.1920929e-07, 0.0123456], np.float32)
+    # (C, M, spatial, kernel, strides, pads, dilations, group, z_x, z_w)
+    specs = [(8, 5, (6, 7), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, -128, 127),
+             (8, 6, (6, 7), (3, 3), (2, 1), (0, 2, 1, 0), (1, 1), 2, 127, -128),
+             (64, 16, (5, 5), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, 127, 127),
+             (32, 32, (9, 8), (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 32, -128, -128),
+             (48, 48, (7, 7), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 48, -128, 127),
+             (3, 16, (11, 11), (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1, 5, -7),
+             (32, 3, (9,), (5,), (2,), (2, 1), (1,), 1, -128, 127),
+             (512, 8, (5, 5), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, -128, 127)]
+    one_m, one_k = quantize_multiplier(np.float32(1))
+    for C, M, sp, ker, st, pads, dil, g, xz, wz in specs:
+        K = C // g * int(np.prod(ker))
+        w = _limit(_patterns(K, M, rng), wz, FULL_SCALE_K).reshape((M, C // g) + ker)
+        base = dict(w=w, w_zero_point=np.full(M, wz), x_zero_point=xz, strides=list(st), pads=list(pads),
+                    dilations=list(dil), group=g, y_zero_point=0)
+        planes = _patterns(C, 1, rng)[0] if C > 1 else np.array([127], np.int8)
+        for v in (planes, -1 - planes.astype(np.int16)):
+            x = np.broadcast_to(np.asarray(v, np.int8).reshape((1, C) + (1,) * len(sp)), (1, C) + sp).copy()
+            zero = np.zeros(M, np.int64)
+            A = _acc_conv(x, w, xz, wz, zero, st, pads, dil, g)
+            centre = A[(0, slice(None)) + tuple(n // 2 for n in A.shape[2:])]
+            yield x, dict(base, bias=(-centre).astype(np.int32), multiplier=np.full(M, one_m),
+                          shift=np.full(M, one_k))
+        x = rng.integers(-128, 128, (2, C) + sp).astype(np.int8)
+        A = _acc_conv(x, w, xz, wz, np.zeros(M, np.int64), st, pads, dil, g)
+        spread = np.abs(A).reshape(2, M, -1).max(axis=(0, 2)) + 1
+        m, k = quantize_multiplier((100.0 / spread).astype(np.float32))
+        yield x, dict(base, bias=rng.integers(-1000, 1000, M).astype(np.int32), multiplier=m, shift=k)
+
+
+def _requant_cases():
+    """Layers with one input channel and w = 1 (so acc = x - z_x + bias), as a dense and
+    as a 1x1 conv: biases place the accumulators at rounding ties, at the 2^24 float32
+    step, at the clamps and near +-2^31; multipliers from cpu_ort.M_RANGE's ends through
+    the usual values; both y zero-point ends and narrowed clamps."""
+    from ..reference.requant import quantize_multiplier
+
+    Ms = np.array([0.5, 0.25, 2.0 ** -10, 1.0, 3.0, 2.0 ** -30, 0.7071067, 1.1920929e-07,
+                   0.0123456] + list(cpu_ort.M_RANGE), np.float32)
     biases = np.array([0, 1 << 24, -(1 << 24) - 129, 255, -383, (1 << 31) - 300,
                        -(1 << 31) + 300, 12345], np.int64)
     M = np.repeat(Ms, len(biases))
-    bias = np.tile(biases, len(Ms))
+    bias = np.tile(biases, len(Ms)).astype(np.int32)  # |x - z_x| <= 255 keeps |acc| < 2^31
     m, k = quantize_multiplier(M)
-    x = np.arange(-128, 128, dtype=np.int8).reshape(-1, 1)
+    x = np.arange(-128, 128, dtype=np.int8)
     for xz, yz, qmin, qmax in ((0, -128, -128, 127), (-128, 127, -128, 127), (127, 0, 0, 127),
                                (3, -5, -20, 60)):
-        # |acc| must stay < 2^31: the extreme biases leave room for |x - z_x| <= 255
-        yield dict(w=np.ones((1, len(M)), np.int8), bias=bias.astype(np.int32), multiplier=m,
-                   shift=k, w_zero_point=np.zeros(len(M), np.int64), x_zero_point=xz,
-                   y_zero_point=yz, trans_w=False, qmin=qmin, qmax=qmax), x
+        p = dict(bias=bias, multiplier=m, shift=k, w_zero_point=np.zeros(len(M), np.int64),
+                 x_zero_point=xz, y_zero_point=yz, qmin=qmin, qmax=qmax)
+        yield "dense", x.reshape(-1, 1), dict(p, w=np.ones((1, len(M)), np.int8), trans_w=False)
+        yield "conv", x.reshape(1, 1, 16, 16), dict(p, w=np.ones((len(M), 1, 1, 1), np.int8),
+                                                    strides=[1, 1], pads=[0, 0, 0, 0],
+                                                    dilations=[1, 1], group=1)
 
 
 def self_test(engine, k_max):
     """(admitted, detail): the engine's layers against exact int64 / the reference."""
+    from ..reference.conv import conv as ref_conv
     from ..reference.dense import dense as ref_dense
     from .cpu_conv import multiplier_f32
 
     rng = np.random.default_rng(20261201)
-    one = dict(multiplier=None, shift=None, y_zero_point=0)
+    raw = dict(multiplier=None, shift=None, y_zero_point=0)
     try:
         for x, W, xz, wz in _dense_cases(k_max, rng):
             M = W.shape[1]
             bias = rng.integers(-1000, 1000, M).astype(np.int32)
             layer = engine.dense(None, fused=False, w=W, bias=bias, w_zero_point=np.full(M, wz),
-                                 x_zero_point=xz, trans_w=False, **one)
+                                 x_zero_point=xz, trans_w=False, **raw)
             want = _acc_dense(x, W, xz, wz, bias)
             if layer is None or not np.array_equal(layer(x), want):
                 return False, f"dense accumulators differ (K={x.shape[1]}, z_x={xz}, z_w={wz})"
-        for x, w, xz, wz, st, pads, dil, g in _conv_cases(rng):
-            M = w.shape[0]
-            bias = rng.integers(-1000, 1000, M).astype(np.int32)
-            layer = engine.conv(None, fused=False, w=w, bias=bias, w_zero_point=np.full(M, wz),
-                                x_zero_point=xz, strides=st, pads=pads, dilations=dil, group=g, **one)
-            want = _acc_conv(x, w, xz, wz, bias.astype(np.int64), st, pads, dil, g)
-            if layer is None or not np.array_equal(layer(x), want):
-                return False, f"conv accumulators differ (weights {w.shape}, group {g})"
-        for p, x in _requant_cases(rng):
+        for x, p in _conv_cases(rng):
+            layer = engine.conv(multiplier_f32(p["multiplier"], p["shift"]), **p)
+            if layer is None or not np.array_equal(layer(x), ref_conv(x, **p)):
+                return False, f"conv differs (weights {p['w'].shape}, group {p['group']})"
+        for kind, x, p in _requant_cases():
             M32 = multiplier_f32(p["multiplier"], p["shift"])
-            layer = engine.dense(M32, **p)
-            if layer is None or not np.array_equal(layer(x), ref_dense(x, **p)):
-                return False, f"requantization differs (z_x={p['x_zero_point']}, z_y={p['y_zero_point']})"
+            layer = engine.dense(M32, **p) if kind == "dense" else engine.conv(M32, **p)
+            ref = ref_dense if kind == "dense" else ref_conv
+            if layer is None or not np.array_equal(layer(x), ref(x, **p)):
+                return False, (f"{kind} requantization differs (z_x={p['x_zero_point']}, "
+                               f"z_y={p['y_zero_point']})")
     except Exception as e:  # an engine that cannot even run its graphs is not admitted
         return False, f"failed to run: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
     return True, f"exact on all self-test cases (reductions up to {k_max})"

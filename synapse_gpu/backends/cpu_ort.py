@@ -96,19 +96,29 @@ def _weights(w, w_zero_point, weight_dtype):
 
 
 class OrtConv:
-    """conv1d/conv2d; graphs built per input spatial shape (pads may depend on it)."""
+    """conv1d/conv2d as one QLinearConv (accumulation and requantization fused in MLAS);
+    graphs built per input spatial shape (pads may depend on it).
+
+    The scales make MLAS's requantization the rule: x_scale = y_scale = 1 and w_scale = M,
+    so its per-channel scale x_scale * w_scale / y_scale is M exactly, applied as
+    f32(acc + bias) * M, rounded half to even (the x86 conversion), + z_y, saturated to
+    uint8 (int8 + 128). A fused activation's narrower clamp is a Clip after it.
+    """
 
     def __init__(self, weight_dtype, *, w, bias, M32, w_zero_point, x_zero_point, y_zero_point,
-                 strides, pads, dilations, group, qmin, qmax, fused):
+                 strides, pads, dilations, group, qmin, qmax):
         w = np.asarray(w)
         self.nd = w.ndim - 2
         wq, wz = _weights(w, w_zero_point, weight_dtype)
-        self.w = wq.reshape(wq.shape[:2] + (1,) * (self.nd == 1) + wq.shape[2:])
-        self.wz = np.asarray(wz.reshape(-1)[0], weight_dtype)
-        self.xz = np.uint8(int(x_zero_point) + 128)
+        self.consts = dict(
+            w=wq.reshape(wq.shape[:2] + (1,) * (self.nd == 1) + wq.shape[2:]),
+            wz=np.asarray(wz.reshape(-1)[0], weight_dtype), ws=np.asarray(M32, np.float32).reshape(-1),
+            xz=np.uint8(int(x_zero_point) + 128), yz=np.uint8(int(y_zero_point) + 128),
+            one=np.float32(1), b=np.asarray(bias, np.int32).reshape(-1))
+        self.C = w.shape[1] * group
+        self.clamp = None if (qmin, qmax) == (INT8_MIN, INT8_MAX) else (qmin + 128, qmax + 128)
         self.kernel = tuple(w.shape[2:])
         self.strides, self.dilations, self.pads, self.group = strides, dilations, pads, group
-        self.tail = (bias, M32, y_zero_point, qmin, qmax, 2, fused)
         self.sessions = {}
 
     def _build(self, spatial):
@@ -119,12 +129,16 @@ class OrtConv:
         if self.nd == 1:  # as a 2-D conv on a height-1 image
             pads = [0, pads[0], 0, pads[1]]
             strides, dilations, kernel = [1] + strides, [1] + dilations, [1] + kernel
-        conv = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["acc"], kernel_shape=kernel,
-                                strides=strides, pads=pads, dilations=dilations, group=self.group)
-        nodes, inits, out_type = _tail("acc", *self.tail)
-        x_info = helper.make_tensor_value_info("x", TensorProto.UINT8, [None, self.w.shape[1] * self.group]
+        nodes = [helper.make_node("QLinearConv", ["x", "one", "xz", "w", "ws", "wz", "one", "yz", "b"],
+                                  ["q" if self.clamp else "y"], kernel_shape=kernel, strides=strides,
+                                  pads=pads, dilations=dilations, group=self.group)]
+        consts = dict(self.consts)
+        if self.clamp:
+            nodes.append(helper.make_node("Clip", ["q", "lo", "hi"], ["y"]))
+            consts.update(lo=np.uint8(self.clamp[0]), hi=np.uint8(self.clamp[1]))
+        x_info = helper.make_tensor_value_info("x", TensorProto.UINT8, [None, self.C]
                                                + [1] * (self.nd == 1) + list(spatial))
-        return _session([conv] + nodes, x_info, dict(w=self.w, xz=self.xz, wz=self.wz, **inits), out_type)
+        return _session(nodes, x_info, consts, TensorProto.UINT8)
 
     def __call__(self, x):
         spatial = x.shape[2:]
@@ -135,6 +149,8 @@ class OrtConv:
         if self.nd == 1:
             xu = xu[:, :, None, :]
         y = sess.run(None, {"x": xu})[0]
+        np.bitwise_xor(y, np.uint8(0x80), out=y)  # uint8 codes back to int8
+        y = y.view(np.int8)
         return y[:, :, 0, :] if self.nd == 1 else y
 
 
@@ -162,6 +178,14 @@ class OrtDense:
         return y.reshape(np.shape(x)[:-1] + y.shape[-1:])
 
 
+# multipliers the self-test covers (its cases include both ends)
+M_RANGE = (2.0 ** -32, 2.0 ** 20)
+
+
+def in_range(M32):
+    return M32 is not None and bool(np.all((M32 >= M_RANGE[0]) & (M32 <= M_RANGE[1])))
+
+
 def uniform(a):
     a = np.asarray(a).reshape(-1)
     return bool(np.all(a == a[0]))
@@ -171,11 +195,11 @@ def _bias(p, M):
     return np.zeros(M, np.int32) if p.get("bias") is None else p["bias"]
 
 
-def conv_layer(weight_dtype, M32, fused=True, **p):
+def conv_layer(weight_dtype, M32, **p):
     """An OrtConv for a conv node's keywords, or None when the graph cannot express it."""
-    if np.ndim(p["w"]) not in (3, 4) or not uniform(p["w_zero_point"]) or (fused and M32 is None):
+    if np.ndim(p["w"]) not in (3, 4) or not uniform(p["w_zero_point"]) or not in_range(M32):
         return None
-    return OrtConv(weight_dtype, M32=M32, fused=fused, w=p["w"], bias=_bias(p, len(p["w"])),
+    return OrtConv(weight_dtype, M32=M32, w=p["w"], bias=_bias(p, len(p["w"])),
                    w_zero_point=p["w_zero_point"], x_zero_point=p["x_zero_point"],
                    y_zero_point=p["y_zero_point"], strides=p["strides"], pads=p["pads"],
                    dilations=p["dilations"], group=int(p["group"]),
@@ -184,7 +208,7 @@ def conv_layer(weight_dtype, M32, fused=True, **p):
 
 def dense_layer(weight_dtype, M32, fused=True, **p):
     """An OrtDense for a dense node's keywords, or None when the graph cannot express it."""
-    if fused and M32 is None:
+    if fused and not in_range(M32):
         return None
     M = np.shape(p["w"])[0 if p["trans_w"] else 1]
     return OrtDense(weight_dtype, M32=M32, fused=fused, w=p["w"], bias=_bias(p, M),
