@@ -30,37 +30,57 @@ def on_gpu(x):
     return dev is not None and dev()[0] in (_DL_CUDA, _DL_CUDA_MANAGED)
 
 
+def _device(exe):
+    """The CUDA executable's device (backends/cuda_device.py: adopt, scope, clone,
+    wrap_pointer), or None on the CPU."""
+    dev = getattr(exe, "dev", None)
+    return dev if hasattr(dev, "adopt") else None
+
+
 def as_input(x, name, exe):
     """A numpy array, or for a GPU array a device array of ``exe`` (no host copy)."""
     if isinstance(x, OrtValue):
         x = x._array
     if isinstance(x, np.ndarray):
         return x
-    if on_gpu(x):
-        if not hasattr(exe, "adopt"):
-            raise InputError(f"input {name!r} is in GPU memory but the session runs on the "
-                             f"{exe.device.upper()}; pass a host array or run on CUDA")
-        return exe.adopt(x)
+    dev = _device(exe)
+    if dev is not None:
+        a = dev.adopt(x)
+        if a is not None:
+            return a
+    elif on_gpu(x):
+        raise InputError(f"input {name!r} is in GPU memory but the session runs on the "
+                         f"{exe.device.upper()}; pass a host array or run on CUDA")
     if hasattr(x, "__dlpack__"):
         return np.from_dlpack(x)
     return np.asarray(x)
 
 
+def quantize_xp(xp, a, scale, zero_point):
+    """reference.boundary.quantize's operations with array module xp (CuPy on a GPU)."""
+    q = xp.rint(a.astype(xp.float32) / xp.float32(scale)) + xp.float32(zero_point)
+    return xp.clip(q, -128, 127).astype(xp.int8)
+
+
+def dequantize_xp(xp, q, scale, zero_point):
+    """reference.boundary.dequantize's operations with array module xp."""
+    return (q.astype(xp.int32) - xp.int32(zero_point)).astype(xp.float32) * xp.float32(scale)
+
+
 def quantize_any(a, scale, zero_point, exe):
-    """reference.boundary.quantize on the host or, for a device array, on the device."""
+    """The boundary quantize on the host or, for a device array, on its device."""
     if isinstance(a, np.ndarray):
         return quantize(a, scale, zero_point)
-    with exe.scope() as xp:
-        q = xp.rint(a.astype(xp.float32) / xp.float32(scale)) + xp.float32(zero_point)
-        return xp.clip(q, -128, 127).astype(xp.int8)
+    with _device(exe).scope() as xp:
+        return quantize_xp(xp, a, scale, zero_point)
 
 
 def dequantize_any(q, scale, zero_point, exe):
-    """reference.boundary.dequantize on the host or, for a device array, on the device."""
+    """The boundary dequantize on the host or, for a device array, on its device."""
     if isinstance(q, np.ndarray):
         return dequantize(q, scale, zero_point)
-    with exe.scope() as xp:
-        return (q.astype(xp.int32) - xp.int32(zero_point)).astype(xp.float32) * xp.float32(scale)
+    with _device(exe).scope() as xp:
+        return dequantize_xp(xp, q, scale, zero_point)
 
 
 def to_host(a):
@@ -85,9 +105,9 @@ def from_pointer(ptr, shape, element_type, device_type, device_id, exe):
     if _device_type(device_type) == "cpu":
         buf = (ctypes.c_char * n).from_address(int(ptr))
         return np.frombuffer(buf, dtype=dtype).reshape(tuple(shape))
-    if not hasattr(exe, "wrap_pointer"):
+    if _device(exe) is None:
         raise DeviceError("a 'cuda' buffer needs a session on the CUDA provider")
-    return exe.wrap_pointer(int(ptr), tuple(shape), dtype, int(device_id))
+    return _device(exe).wrap_pointer(int(ptr), tuple(shape), dtype, int(device_id))
 
 
 class OrtValue:
@@ -163,7 +183,7 @@ class OrtValue:
 
 def _gpu(device_id, make):
     """make(cupy) on GPU device_id: a 'cuda' OrtValue holds a CuPy array."""
-    from .backends.cuda import _cupy
+    from .backends.cuda_device import _cupy
 
     cp = _cupy()
     with cp.cuda.Device(int(device_id)):

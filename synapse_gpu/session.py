@@ -261,7 +261,8 @@ class InferenceSession:
             if batch is not None and a.shape[0] != batch:
                 raise ShapeError(f"inputs have different batch sizes ({batch} and {a.shape[0]})")
             batch = a.shape[0]
-            feeds[t.name] = np.ascontiguousarray(q)
+            # a GPU array (arrays.as_input) stays on its device
+            feeds[t.name] = np.ascontiguousarray(q) if isinstance(q, np.ndarray) else q
         return feeds
 
     def _output_as(self, name, q, output_type):

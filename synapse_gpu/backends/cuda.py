@@ -74,10 +74,11 @@ class CudaExecutable:
 
     device = "cuda"
 
-    def __init__(self, graph, traversal, dev=None, verbose=None):
+    def __init__(self, graph, traversal, dev=None, verbose=None, device_id=None):
         self.graph, self.traversal = graph, traversal
         self.verbose = _verbose_env() if verbose is None else verbose
-        self.dev = dev if dev is not None else CupyDevice(self.verbose)
+        self.dev = dev if dev is not None else CupyDevice(self.verbose, device_id)
+        self.device_id = getattr(self.dev, "device_id", None)
         self._params = {}  # (buffer id, dtype) -> device array, shared by every node
         self._kernels = {}
         # Lower every node, upload the parameters and load the kernels now, so that
@@ -106,15 +107,23 @@ class CudaExecutable:
             self._plan = _Plan(self, batch)
         return self._plan
 
-    def run(self, feeds, trace=False):
-        """feeds: {input name: int8 array (batch, ...)} -> ({output name: int8}, trace)."""
+    def run(self, feeds, trace=False, device_outputs=False):
+        """feeds: {input name: int8 array (batch, ...)} -> ({output name: int8}, trace).
+
+        A feed may be a numpy array or an array of this device (CupyDevice.adopt), copied
+        device to device; device_outputs: the outputs as new device arrays.
+        """
         shapes = self.traversal.shapes
-        batch = next((int(np.shape(feeds[t.name])[0]) for t in self.graph.inputs
+        batch = next((int(feeds[t.name].shape[0]) for t in self.graph.inputs
                       if shapes[t.name][0] == -1), 1)  # 1: every input has a fixed size
         plan = self._plan_for(batch)
         dev = self.dev
         for t in self.graph.inputs:
-            dev.write(plan.views[t.name], np.ascontiguousarray(feeds[t.name], dtype=np.int8))
+            a = feeds[t.name]
+            if isinstance(a, np.ndarray):
+                dev.write(plan.views[t.name], np.ascontiguousarray(a, dtype=np.int8))
+            else:
+                dev.copy(plan.views[t.name], a)
         steps = [] if trace else None
         for node, todo in zip(self.traversal.order, plan.steps):
             for kind, *step in todo:
@@ -124,11 +133,13 @@ class CudaExecutable:
                     dev.launch(*step)
             if trace:  # the slot may be reused later: read it now, in stream order
                 steps.append((node.name, node.outputs[0], dev.read(plan.views[node.outputs[0]])))
-        outputs = {t.name: dev.read(plan.views[t.name]) for t in self.graph.outputs}
+        fetch = dev.clone if device_outputs else dev.read
+        outputs = {t.name: fetch(plan.views[t.name]) for t in self.graph.outputs}
         dev.synchronize()
         return outputs, steps
 
 
-def prepare(graph, traversal, verbose=None):
-    """Upload the parameters and load the kernels of a planned graph on the current GPU."""
-    return CudaExecutable(graph, traversal, verbose=verbose)
+def prepare(graph, traversal, verbose=None, device_id=None):
+    """Upload the parameters and load the kernels of a planned graph on GPU device_id
+    (None: CuPy's current device)."""
+    return CudaExecutable(graph, traversal, verbose=verbose, device_id=device_id)

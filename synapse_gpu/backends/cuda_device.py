@@ -8,6 +8,8 @@ its own (upload/read/empty are the seam). CuPy is imported lazily.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 import time
 
@@ -76,10 +78,14 @@ class CupyDevice:
 
     name = "cuda"
 
-    def __init__(self, verbose=False):
+    def __init__(self, verbose=False, device_id=None):
         self.description = require()
         self.cp = _cupy()
-        self.device = self.cp.cuda.Device()
+        n = self.cp.cuda.runtime.getDeviceCount()
+        if device_id is not None and not 0 <= device_id < n:
+            raise DeviceError(f"device_id={device_id}: this machine has {n} GPU(s)")
+        make = self.cp.cuda.Device  # no argument: CuPy's current device
+        self.device = make() if device_id is None else make(device_id)
         self.stream = self.cp.cuda.Stream(non_blocking=True)
         self.verbose = verbose
 
@@ -136,3 +142,48 @@ class CupyDevice:
 
     def synchronize(self):
         self.stream.synchronize()
+
+    # Arrays the caller holds on the GPU (synapse_gpu/arrays.py: onnxruntime-style device
+    # feeds, device outputs, IO binding to raw pointers).
+
+    @property
+    def device_id(self):
+        return self.device.id
+
+    def adopt(self, x):
+        """x as an array of this device without a host copy, if x lives on a GPU (a CuPy
+        array, anything with __cuda_array_interface__ or a CUDA __dlpack__); else None."""
+        if isinstance(x, self.cp.ndarray):
+            self.cp.cuda.get_current_stream().synchronize()  # the caller's work on x is done
+        elif hasattr(x, "__cuda_array_interface__") or (
+                hasattr(x, "__dlpack_device__") and x.__dlpack_device__()[0] in (2, 13)):
+            with self.device, self.stream:  # DLPack: the producer orders itself before us
+                x = self.cp.from_dlpack(x) if hasattr(x, "__dlpack__") else self.cp.asarray(x)
+        else:
+            return None
+        on = getattr(getattr(x, "device", None), "id", self.device.id)
+        if on != self.device.id:
+            raise DeviceError(f"an input is on GPU {on}; this session runs on GPU {self.device.id}")
+        return x
+
+    @contextlib.contextmanager
+    def scope(self):
+        """CuPy, with this device and stream current (the boundary quantize of GPU feeds)."""
+        with self.device, self.stream:
+            yield self.cp
+
+    def clone(self, a):
+        """A new device array with a's values, in stream order (a device output: the slot
+        is reused by the next run)."""
+        with self.device, self.stream:
+            out = self.cp.empty(a.shape, a.dtype)
+            out[...] = a
+            return out
+
+    def wrap_pointer(self, ptr, shape, dtype, device_id):
+        """A CuPy view of memory the caller owns (onnxruntime's buffer_ptr)."""
+        if device_id != self.device.id:
+            raise DeviceError(f"buffer on GPU {device_id}; this session runs on GPU {self.device.id}")
+        nbytes = math.prod(shape) * self.cp.dtype(dtype).itemsize
+        mem = self.cp.cuda.UnownedMemory(ptr, nbytes, None, device_id)
+        return self.cp.ndarray(shape, dtype, self.cp.cuda.MemoryPointer(mem, 0))
