@@ -43,7 +43,7 @@ from ..errors import (DtypeError, ModelFormatError, OnnxImportError, ShapeError,
 from ..graph import BATCH, GraphBuilder
 from ..reference import tables
 from ..reference.softmax import softmax_params
-from . import checks, islands
+from . import checks, islands, refusals, unary
 from .checks import MAX_DIM, MAX_ELEMS, label, type_name
 from .fold import FOLDABLE, fold
 from .int8_ops import Int8Ops
@@ -69,6 +69,8 @@ def import_onnx(model, *, name=None):
     proto = checks.load_model(model)
     order = checks.check_structure(proto.graph)
     proto, order = _opset(proto, order)
+    refusals.refuse(order)
+    order = unary.fuse_functions(proto, order, _Importer.has_rule)
     order, inferred = islands.quantize_islands(proto, order, _Importer.has_rule)
     return _Importer(proto, order, name, inferred).run()
 
@@ -90,7 +92,7 @@ def _opset(proto, order):
     return converted, checks.check_structure(converted.graph)
 
 
-class _Importer(QOperatorOps, QDQOps, Int8Ops):
+class _Importer(QOperatorOps, QDQOps, Int8Ops, unary.UnaryOps):
     """One import: the walk, the values, the boundary; the op handlers are the mixins'."""
 
     @classmethod
