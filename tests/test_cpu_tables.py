@@ -44,3 +44,15 @@ def test_table_equals_reference(op, zps, shapes):
     got = cpu_tables.prepare(node, buffers)(*xs)
     assert got.dtype == np.int8 and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shapes", [((-1, 6, 5, 4), (-1, 6, 5, 4)), ((-1, 6, 5, 4), (1, 6, 1, 4))],
+                         ids=["flat", "broadcast"])
+def test_binary_split_over_threads_equals_reference(shapes, monkeypatch):
+    """The lookup split over threads (forced on small arrays) gives the same bits."""
+    monkeypatch.setattr(cpu_tables, "_SPLIT_MIN", 1)
+    monkeypatch.setattr("synapse_gpu.backends.cpu_ort.threads", lambda: 3)
+    node, buffers, rng = _node(CASES["add"][0], shapes, (-128, 127), seed=4)
+    xs = [rng.integers(-128, 128, (7,) + s[1:] if s[0] == -1 else s).astype(np.int8) for s in shapes]
+    want = registry.call(registry.reference_op("add"), node, xs, buffers)
+    np.testing.assert_array_equal(cpu_tables.prepare(node, buffers)(*xs), want)

@@ -1,27 +1,28 @@
 """Conv and dense layers as small onnxruntime graphs (MLAS's int8 kernels), built once per layer.
 
-A layer's graph is ConvInteger (or MatMulInteger) -> Add bias (int32) -> the float32
-requantization of `cpu_conv.requant_f32` as two ONNX ops: DequantizeLinear of the int32
-sum with the per-channel scale M (by the ONNX definition f32(acc + bias) * M: one
-rounding to float32, then one IEEE multiplication), then QuantizeLinear with scale 1
-and zero point z_y (p / 1 = p exactly, round half to even, + z_y, saturate to int8),
-then Clip on int8 where a fused activation narrows [qmin, qmax]. That is
-requant_f32's proof step by step. Graph optimizations are off, so onnxruntime runs the
-ops as written (no fusion into a kernel with another rounding). The self-test of
-cpu_engines.py checks the accumulation and this requantization on this machine.
+conv (1-D, 2-D): one QLinearConv, accumulation and requantization fused in MLAS
+(`OrtConv` says how the scales make MLAS's requantization the rule), then Clip where a
+fused activation narrows [qmin, qmax].
+dense: MatMulInteger -> Add bias (int32) -> the float32 requantization of
+`cpu_conv.requant_f32` as two ONNX ops: DequantizeLinear of the int32 sum with the
+per-column scale M (by its ONNX definition f32(acc + bias) * M: one rounding to
+float32, one IEEE multiplication), then QuantizeLinear with scale 1 and zero point z_y
+(p / 1 = p, round half to even, + z_y, saturate), then Clip if narrowed.
+Graph optimizations are off, so onnxruntime runs the ops as written (no fusion into a
+kernel with another rounding, no layout change). Whether this machine's kernels give
+the rule's bits is what the self-test of cpu_engines.py decides, per engine.
 
 Activations enter as uint8 codes: x + 128 with the zero point z_x + 128, an exact
 change of representation (the bits of int8 x with the sign bit flipped). Weights are
-int8 (engine "u8s8") or shifted the same way to uint8 (engine "u8u8", whose MLAS path
-multiplies 16-bit values and cannot saturate). MLAS applies the zero points inside:
-sum (x - z_x)(w - z_w) = sum x w - z_w sum x - z_x sum w + K z_x z_w; every term is
-below K * 255 * 255 < 2^31 for K <= 33025 and the int32 arithmetic wraps, so the exact
-total, which the load-time proof puts below 2^31, comes out exact whatever the
-intermediate terms (self-tested up to the model's longest reduction).
+int8 (engine "u8s8") or shifted the same way to uint8 with z_w + 128 (engine "u8u8").
+MLAS applies the zero points inside: sum (x - z_x)(w - z_w) = sum x w - z_w sum x
+- z_x sum w + K z_x z_w with x, w, z in [0, 255]; each term is at most K * 255 * 255,
+below 2^31 for K <= 33025 (FULL_SCALE_K), and MLAS's int32 additions wrap, so the total,
+which the load-time proof keeps below 2^31, comes out exact even past that length.
 
 A layer the graphs cannot express returns None from the builders and stays on the
-float32-BLAS path: per-channel weight zero points that differ (ConvInteger takes one),
-3-D convs, multipliers not exactly a float32.
+float32-BLAS path: per-channel weight zero points that differ (QLinearConv here takes
+one), 3-D convs, multipliers outside M_RANGE or not exactly a float32.
 """
 from __future__ import annotations
 
@@ -61,14 +62,14 @@ def _session(nodes, x_info, inits, out_type):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _tail(acc, bias, M32, y_zero_point, qmin, qmax, spatial_dims, fused):
-    """Nodes and constants after the accumulation `acc` (channels on axis 1, then
-    `spatial_dims` axes): + bias, then (fused) the requantization."""
+def _tail(acc, bias, M32, y_zero_point, qmin, qmax, fused):
+    """Nodes and constants after the (rows, M) accumulation `acc`: + bias, then (fused)
+    the requantization."""
     from onnx import TensorProto, helper
 
     M = len(bias)
     nodes = [helper.make_node("Add", [acc, "bias"], ["acc_b" if fused else "y"])]
-    inits = {"bias": np.asarray(bias, np.int32).reshape((M,) + (1,) * spatial_dims)}
+    inits = {"bias": np.asarray(bias, np.int32).reshape(M)}
     if fused:
         # DequantizeLinear on int32: f32(acc + bias) * M, one rounding each (steps 1, 2);
         # QuantizeLinear with scale 1: clamp(round_half_even(p) + z_y) (step 3)
@@ -167,7 +168,7 @@ class OrtDense:
         wz = wz.reshape(-1)
         wz = np.asarray(wz[0] if np.all(wz == wz[0]) else wz, weight_dtype)
         mm = helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["acc"])
-        nodes, inits, out_type = _tail("acc", bias, M32, y_zero_point, qmin, qmax, 0, fused)
+        nodes, inits, out_type = _tail("acc", bias, M32, y_zero_point, qmin, qmax, fused)
         x_info = helper.make_tensor_value_info("x", TensorProto.UINT8, [None, self.K])
         self.sess = _session([mm] + nodes, x_info, dict(
             w=np.ascontiguousarray(wq), xz=np.uint8(int(x_zero_point) + 128), wz=wz, **inits), out_type)

@@ -22,16 +22,47 @@ def _offset(x):
     return np.bitwise_xor(np.asarray(x, np.int8).view(np.uint8), np.uint8(0x80))
 
 
+_SPLIT_MIN = 1 << 18  # elements; below this a thread hand-off costs more than it saves
+_pool = None
+
+
+def _split(fn, a, b, out):
+    """fn(a, b, out) over slices of axis 0 (of the flat arrays when they are contiguous)
+    in this process's threads (numpy releases the GIL
+    in the lookups); each output element is computed once, by the same rule."""
+    global _pool
+    from .cpu_ort import threads
+
+    if out.size < _SPLIT_MIN or threads() < 2:
+        return fn(a, b, out)
+    if a.flags.c_contiguous and b.flags.c_contiguous:  # no broadcasting: split the flat arrays
+        a, b, out = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    n = min(threads(), a.shape[0])
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(threads())
+    cuts = np.linspace(0, a.shape[0], n + 1).astype(int)
+    parts = [slice(cuts[i], cuts[i + 1]) for i in range(n)]
+    for f in [_pool.submit(fn, a[s], b[s], out[s]) for s in parts]:
+        f.result()
+
+
 def prepare(node, buffers):
     ref = registry.reference_op(node.op)
     if node.op in ("add", "mul"):
         table = registry.call(ref, node, [_DOMAIN[:, None], _DOMAIN[None, :]], buffers).reshape(-1)
 
-        def binary(a, b):
+        def lookup(a, b, out):
             # uint16 indices: a quarter of intp's memory traffic (measured 1.5x faster)
             idx = np.left_shift(_offset(a), 8, dtype=np.uint16)
-            idx = idx | _offset(b)  # broadcasts like the op itself
-            return table[idx]
+            idx |= _offset(b)
+            np.take(table, idx, out=out)
+
+        def binary(a, b):
+            a, b = np.broadcast_arrays(np.asarray(a, np.int8), np.asarray(b, np.int8))
+            out = np.empty(a.shape, np.int8)
+            _split(lookup, a, b, out)
+            return out
         return binary
     if node.op == "requantize":
         table = registry.call(ref, node, [_DOMAIN], buffers)
