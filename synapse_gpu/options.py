@@ -102,6 +102,9 @@ def session_options(so):
     out = SessionOptions()
     if so is None:
         return out
+    if isinstance(so, str):  # Synapse's device used to be the second argument
+        raise OptionError(f"sess_options={so!r}: the second argument is onnxruntime's "
+                          f"sess_options; give the device as device={so!r}")
     for k in _SESSION_DEFAULTS:
         if not hasattr(so, k):
             raise OptionError(f"sess_options: {type(so).__name__} is not a SessionOptions "
@@ -165,7 +168,7 @@ def check_session_kwargs(kwargs):
     """onnxruntime's InferenceSession **kwargs: the ones with no effect here are accepted;
     anything else raises OptionError naming it (never a TypeError)."""
     for k, v in kwargs.items():
-        if k == "read_config_from_model" and int(v) == 1:
+        if k == "read_config_from_model" and v not in (0, "0"):
             raise OptionError("read_config_from_model=1: Synapse does not read onnxruntime "
                               "session options from the model; pass sess_options")
         if k not in ("disabled_optimizers", "enable_fallback", "read_config_from_model"):

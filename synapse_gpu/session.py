@@ -1,7 +1,7 @@
 """InferenceSession: the public API, modelled on onnxruntime's.
 
     import synapse_gpu as sg
-    sess = sg.InferenceSession("model.syn" | "model.onnx", device="auto")
+    sess = sg.InferenceSession("model.syn" | "model.onnx", device="auto")  # or providers=[...]
     probs, = sess.run(None, {"input": x_float32})          # float32, dequantized
     q, = sess.run(None, {"input": x_int8}, output_type="int8")
     sess.last_result.digest                                  # sha256 of model+inputs+outputs
@@ -169,6 +169,8 @@ def _dims(shape):
 class InferenceSession:
     """Load, prove and prepare a model once; run it many times.
 
+    onnxruntime's arguments (path_or_bytes, sess_options, providers, provider_options,
+    **kwargs) as docs/from_onnxruntime.md maps them; or, instead of providers,
     device: "auto" (CUDA when CuPy and a GPU answer, else the CPU with a one-line
     notice), "cpu" or "cuda" (DeviceError if unusable). strict: enforce the
     Synapse limits (docs/SPEC.md); the int32 overflow proof is always enforced.

@@ -319,7 +319,8 @@ def test_gpu_array_on_a_cpu_session_is_refused(model):
     ({"providers": ["CPUExecutionProvider"], "device": "cpu"}, ProviderError, "one of them"),
     ({"bogus_argument": 1}, OptionError, "bogus_argument"),
     ({"read_config_from_model": 1}, OptionError, "read_config_from_model"),
-    ({"sess_options": "fast"}, OptionError, "sess_options"),
+    ({"sess_options": "cpu"}, OptionError, "device='cpu'"),
+    ({"sess_options": 3}, OptionError, "not a SessionOptions"),
 ])
 def test_refused_arguments(model, kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -361,8 +362,10 @@ def test_onnxruntime_options_objects_are_read(model):
 def test_cpu_fallback_and_disable_fallback(model):
     if "CUDAExecutionProvider" in synapse_gpu.get_available_providers():
         pytest.skip("a GPU is usable here: no fallback to observe")
-    with pytest.warns(RuntimeWarning, match="CUDAExecutionProvider is not usable"):
+    with pytest.warns(RuntimeWarning) as caught:
         sess = synapse_gpu.InferenceSession(model[1], providers=["CUDAExecutionProvider"])
+    said = " | ".join(str(w.message) for w in caught)
+    assert "CUDAExecutionProvider is not usable" in said and "running on the CPU" in said
     assert sess.get_providers() == ["CPUExecutionProvider"]
     assert synapse_gpu.get_device() == "CPU"
     so = synapse_gpu.SessionOptions()
