@@ -186,8 +186,7 @@ class InferenceSession:
         self._sess_options = session_options(sess_options)
         verbose = verbose or self._sess_options.log_severity_level == 0  # ORT's VERBOSE
         device, device_id, self._provider = resolve_providers(
-            device, providers, provider_options,
-            self._sess_options._config.get(FALLBACK_KEY) == "1")
+            device, providers, provider_options, self._no_cpu_fallback())
         self.graph = load_any(path_or_bytes, verbose)
         self.model_id = model_id(self.graph)
         self.report = validate(self.graph, strict=strict)
@@ -195,15 +194,27 @@ class InferenceSession:
         if max_cost is not None and self.cost.per_sample > max_cost:  # refused before any kernel
             raise CostLimitError(f"model cost {self.cost.per_sample} per sample > max_cost "
                                  f"{max_cost} ({self.cost.version}; see `synapse inspect`)")
-        backend = backends.select(device)
-        at = {} if device_id is None else {"device_id": device_id}
-        self._exe = backend.prepare(self.graph, self.report.traversal, verbose=verbose, **at)
-        self.device = self._exe.device
+        self.verbose = verbose
+        self._prepare(device, device_id)
         if self._sess_options.optimized_model_filepath:  # options.py allows .syn only
             save_model(self.graph, self._sess_options.optimized_model_filepath)
-        self.verbose = verbose
         self._ops = {n.name: n.op for n in self.graph.nodes}
         self.last_result = None
+
+    def _prepare(self, device, device_id):
+        backend = backends.select(device)
+        at = {} if device_id is None else {"device_id": device_id}
+        self._exe = backend.prepare(self.graph, self.report.traversal, verbose=self.verbose, **at)
+        self.device = self._exe.device
+
+    def set_providers(self, providers=None, provider_options=None):
+        """onnxruntime's: prepare the graph again on the first available provider."""
+        device, device_id, self._provider = resolve_providers(
+            None, providers, provider_options, self._no_cpu_fallback())
+        self._prepare(device, device_id)
+
+    def _no_cpu_fallback(self):
+        return self._sess_options._config.get(FALLBACK_KEY) == "1"
 
     def get_inputs(self):
         return [NodeArg(t.name, _dims(t.shape), "tensor(float)") for t in self.graph.inputs]

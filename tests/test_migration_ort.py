@@ -122,6 +122,23 @@ def provider_forms_pattern(rt, path, x):
     return outs
 
 
+def set_providers_pattern(rt, path, x):
+    sess = rt.InferenceSession(path, providers=["CPUExecutionProvider"])
+    sess.set_providers(["CPUExecutionProvider"], [{}])
+    return sess.get_providers(), sess.run(None, {"x": x})[0]
+
+
+def test_set_providers(model):
+    x = images(2, seed=10)
+    (o_prov, o_y), (s_prov, s_y) = both(set_providers_pattern, model[1], x)
+    assert s_prov == o_prov
+    np.testing.assert_array_equal(s_y, o_y)
+    sess = synapse_gpu.InferenceSession(model[1], device="cpu")
+    with pytest.raises(ProviderError, match="TensorrtExecutionProvider"):
+        sess.set_providers(["TensorrtExecutionProvider"])
+    assert sess.run(None, {"x": x})[0].shape == (2, 4, 6, 6)  # still usable
+
+
 def test_provider_forms(model):
     x = images(2, seed=2)
     ort_runs, syn_runs = both(provider_forms_pattern, model[1], x)
