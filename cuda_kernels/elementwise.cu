@@ -5,8 +5,9 @@
 //   v1  naive: one thread per output element.
 //
 // Per-channel params run along axis 1 of (N, C, inner...): channel = i / inner % C.
-// requant adds z_y after rounding (MLAS); add and mul add it before (ONNX Runtime's
-// QLinearAdd / QLinearMul): the two differ only at exact ties with an odd z_y.
+// requant adds z_y after rounding (MLAS); mul adds it before (ONNX Runtime's
+// QLinearMul): the two differ only at exact ties with an odd z_y. add emulates
+// QLinearAdd's float32 fused multiply-adds (below).
 // add and mul broadcast like numpy through a table (meta) holding y's shape and
 // each operand's strides along y's axes (0 where broadcast).
 // Bounds: |x - z_x| <= 255; batchnorm |acc| <= 255 * 128 + |bias| < 2^31 (checked at
@@ -81,26 +82,31 @@ extern "C" __global__ void prelu_v1(
                             pos_multiplier, pos_shift, qmin, qmax);
 }
 
-// y = clamp(rhe((da * A + db * B) / 2^K + z_y)): one rounding of the exact value, ties
-// to the even output code. |d| <= 255 < 2^8 and A, B < 2^54 (add_multipliers), so the
-// sum is below 2^63: exact in int64, never int32.
+// onnxruntime's QLinearAdd (x86 AVX2 FMA) emulated exactly in integers (proof and
+// bounds: reference/elementwise.py:add): on the raw codes (uint8 codes are int8 + 128),
+// t = f32 round of (inner operand) * its multiplier + fixed, u = f32 round of
+// (outer operand) * its multiplier + t, y = rhe(u / 2^K); out of int32 is cvtps2dq's
+// indefinite -2^31. Operands < 2^8, multipliers < 2^51, |fixed| < 2^59: every sum is
+// below 2^61 in int64.
 __host__ __device__ __forceinline__ i8 add_output(
-    const i8* a, const i8* b, const i64* meta, i64 i, i64 rank, i64 a_zero_point,
-    i64 b_zero_point, i64 y_zero_point, i64 a_multiplier, i64 b_multiplier, i64 shift,
-    i64 qmin, i64 qmax) {
-    const i64 da = a[syn_offset(i, rank, meta, meta + rank)] - a_zero_point;
-    const i64 db = b[syn_offset(i, rank, meta, meta + 2 * rank)] - b_zero_point;
-    return (i8)syn_clamp(syn_round_shift_zp(da * a_multiplier + db * b_multiplier, shift,
-                                            y_zero_point), qmin, qmax);
+    const i8* a, const i8* b, const i64* meta, i64 i, i64 rank, i64 code_offset,
+    i64 a_multiplier, i64 b_multiplier, i64 fixed, i64 shift, i64 a_first, i64 qmin, i64 qmax) {
+    const i64 ra = a[syn_offset(i, rank, meta, meta + rank)] + code_offset;
+    const i64 rb = b[syn_offset(i, rank, meta, meta + 2 * rank)] + code_offset;
+    const i64 t = syn_round_to_24_bits(a_first ? ra * a_multiplier + fixed
+                                               : rb * b_multiplier + fixed);
+    const i64 u = syn_round_to_24_bits(a_first ? rb * b_multiplier + t : ra * a_multiplier + t);
+    i64 y = syn_round_shift(u, shift);
+    if (y >= ((i64)1 << 31) || y < -((i64)1 << 31)) y = -((i64)1 << 31);
+    return (i8)syn_clamp(y - code_offset, qmin, qmax);
 }
 
 extern "C" __global__ void add_v1(
-    const i8* a, const i8* b, const i64* meta, i8* y, i64 n, i64 rank,
-    i64 a_zero_point, i64 b_zero_point, i64 y_zero_point, i64 a_multiplier, i64 b_multiplier,
-    i64 shift, i64 qmin, i64 qmax) {
+    const i8* a, const i8* b, const i64* meta, i8* y, i64 n, i64 rank, i64 code_offset,
+    i64 a_multiplier, i64 b_multiplier, i64 fixed, i64 shift, i64 a_first, i64 qmin, i64 qmax) {
     SYN_FOR_EACH_OUTPUT(i, n)
-        y[i] = add_output(a, b, meta, i, rank, a_zero_point, b_zero_point, y_zero_point,
-                          a_multiplier, b_multiplier, shift, qmin, qmax);
+        y[i] = add_output(a, b, meta, i, rank, code_offset, a_multiplier, b_multiplier, fixed,
+                          shift, a_first, qmin, qmax);
 }
 
 // y = requant_zp_inside((a - z_a) * (b - z_b)), as ONNX Runtime's QLinearMul rounds.

@@ -10,13 +10,18 @@ Two final roundings, each chosen to reproduce the ONNX Runtime kernel of the op:
   requantization (conv, gemm) does. Used where ONNX Runtime has no integer
   kernel to follow (requantize, batchnorm, prelu).
 - ``requant_zp_inside`` (requant.py): add z_y, THEN round half to even, i.e. a tie goes to the
-  even OUTPUT code, as QLinearAdd / QLinearMul / QLinearAveragePool round
-  float(v * M + z_y). The two differ only at exact ties with an odd z_y, but
-  those are common (M = 1/2, power-of-two scales).
+  even OUTPUT code, as QLinearMul / QLinearAveragePool round float(v * M + z_y). The
+  two differ only at exact ties with an odd z_y, but those are common (M = 1/2,
+  power-of-two scales).
+add is neither: it emulates QLinearAdd's float32 fused multiply-adds exactly (its
+docstring).
 """
+from fractions import Fraction
+
 import numpy as np
 
-from .requant import INT8_MAX, INT8_MIN, requant, requant_zp_inside, round_shift_zp
+from .requant import (INT8_MAX, INT8_MIN, quantize_multiplier, requant, requant_zp_inside,
+                      round_shift, round_to_24_bits)
 
 
 def _i64(v):
@@ -81,20 +86,85 @@ def prelu(x, *, slope, multiplier, shift, x_zero_point, y_zero_point,
     return np.where(d >= 0, pos, neg)
 
 
-def add(a, b, *, a_zero_point, b_zero_point, y_zero_point, a_multiplier, b_multiplier,
-        shift, qmin=INT8_MIN, qmax=INT8_MAX):
-    """y = clamp(rhe(((a - z_a) * A + (b - z_b) * B) / 2^K + z_y), qmin, qmax), numpy
-    broadcasting, with (A, B, K) = add_multipliers(f32(s_a / s_y), f32(s_b / s_y)).
+def add(a, b, *, a_zero_point, b_zero_point, y_zero_point, code_offset, a_multiplier,
+        b_multiplier, fixed, shift, a_first, qmin=INT8_MIN, qmax=INT8_MAX):
+    """onnxruntime's QLinearAdd (MLAS, x86 AVX2 with FMA), emulated exactly in integers.
 
-    One rounding, half to even on the output code (round_shift_zp), of the exact
-    value (a - z_a) M_a + (b - z_b) M_b + z_y; add_multipliers's docstring names its
-    only approximation. K < 0 (multipliers of 2^23 and more) saturates.
-    Bound: |d| <= 255 < 2^8 and A, B < 2^54, so each product is < 2^62 and the sum
-    < 2^63: int64 holds it exactly (the kernel needs int64 here, not int32).
+    MLAS computes, in float32 on the stored codes (uint8 codes, not shifted):
+        F = f32(z_y - fma(R_A, z_a, f32(R_B * z_b))),   R_A = f32(s_a / s_y), R_B likewise
+        y = cvt_rne(fma(a, R_A, fma(b, R_B, F)))        then saturate to the code range;
+    where `a` is broadcast along the innermost axis it swaps the operands (A's span is
+    scalar: fma(b, R_B, fma(a, R_A, F')), F' with the roles swapped). add_params
+    computes R_A, R_B and F (host, once) and writes them exactly as integers over one
+    power of two: R_A = A / 2^K, R_B = B / 2^K, F = fixed / 2^K. With raw codes
+    ra = a + code_offset, rb = b + code_offset (code_offset 128 for uint8 models), and
+    (p, P) = (ra, A), (q, Q) = (rb, B) if a_first else the other way round:
+        t = round_to_24_bits(p * P + fixed)      (the inner fma: one rounding to float32)
+        u = round_to_24_bits(q * Q + t)          (the outer fma)
+        y = rhe(u / 2^K), or -2^31 outside int32 (cvtps2dq's "integer indefinite")
+        out = clamp(y - code_offset, qmin, qmax)
+    Why this is the float computation, bit for bit: every float32 here is a dyadic
+    number m 2^-k (m < 2^24); K is at least each k (add_params), so p * P + fixed is
+    the exact real value of p * R + F scaled by 2^K, an integer. An fma rounds the
+    exact value once to 24 significant bits, ties to even: round_to_24_bits does the
+    same on the scaled integer (scaling by 2^K does not move the significant bits).
+    No float32 here is subnormal or overflows (|values| <= 2^9 * 2^9), so those
+    roundings are all there is; cvtps2dq rounds half to even like round_shift.
+    Bounds: |p|, |q| <= 255 < 2^8; add_params keeps P, Q < 2^51 and |fixed| < 2^59, so
+    |p P + fixed| < 2^60, |t| <= 2^60, |q Q + t| < 2^61: int64, inside
+    round_to_24_bits's domain. (A ratio over 2^27 times smaller than the largest
+    term, or K capped at 62, rounds that term to K bits: add_params's only
+    approximation, at ratios no quantizer writes.)
     """
-    v = (_i64(a) - a_zero_point) * np.int64(a_multiplier) + \
-        (_i64(b) - b_zero_point) * np.int64(b_multiplier)
-    return np.clip(round_shift_zp(v, shift, y_zero_point), qmin, qmax).astype(np.int8)
+    ra = _i64(a) + code_offset
+    rb = _i64(b) + code_offset
+    (p, P), (q, Q) = ((ra, a_multiplier), (rb, b_multiplier)) if a_first else \
+        ((rb, b_multiplier), (ra, a_multiplier))
+    t = round_to_24_bits(p * np.int64(P) + np.int64(fixed))
+    u = round_to_24_bits(q * np.int64(Q) + t)
+    y = round_shift(u, shift)
+    y = np.where((y >= 2 ** 31) | (y < -2 ** 31), -2 ** 31, y)
+    return np.clip(y - code_offset, qmin, qmax).astype(np.int8)
+
+
+def _f32_exact(q):
+    """A rational rounded once to float32 (ties to even), for add_params's host math."""
+    q = Fraction(q)
+    if q == 0:
+        return 0.0
+    sign, q = (-1 if q < 0 else 1), abs(q)
+    e = q.numerator.bit_length() - q.denominator.bit_length()
+    e += (q >= Fraction(2) ** (e + 1)) - (q < Fraction(2) ** e)
+    scaled = q / Fraction(2) ** (e - 23)  # in [2^23, 2^24)
+    m, r = divmod(scaled.numerator, scaled.denominator)
+    m += 2 * r > scaled.denominator or (2 * r == scaled.denominator and m % 2 == 1)
+    return float(sign * m * Fraction(2) ** (e - 23))
+
+
+def _fma(x, y, z):
+    return _f32_exact(Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z)))
+
+
+def add_params(s_a, z_a, s_b, z_b, s_y, z_y, code_offset=0, a_first=0):
+    """add's integer attributes for scales s_* and int8 zero points z_*; code_offset 128
+    for a uint8 model, a_first 1 where a is broadcast along the innermost axis (add's
+    docstring). Host-only, once per node; the float32 steps are MLAS's, computed exactly."""
+    f32 = np.float32
+    r_a, r_b = f32(f32(s_a) / f32(s_y)), f32(f32(s_b) / f32(s_y))
+    za, zb, zy = (int(z) + code_offset for z in (z_a, z_b, z_y))
+    (r1, z1), (r2, z2) = ((r_b, zb), (r_a, za)) if a_first else ((r_a, za), (r_b, zb))
+    fixed = _f32_exact(zy - Fraction(_fma(r1, z1, _f32_exact(Fraction(float(r2)) * z2))))
+    (ma, ka), (mb, kb), (mf, kf) = (tuple(int(v) for v in quantize_multiplier(abs(f32(x))))
+                                    for x in (r_a, r_b, fixed))
+    ks = [k for m, k in ((ma, ka), (mb, kb)) if m] or [0]
+    K = max(ks + ([kf] if mf else []) + [0])
+    K = min(K, min(ks) + 27, 62, kf + 35 if mf else 62)
+
+    def at_K(m, k):
+        return m << (K - k) if K >= k else int(round_shift(np.int64(m), k - K))
+    return dict(code_offset=int(code_offset), a_multiplier=at_K(ma, ka),
+                b_multiplier=at_K(mb, kb), fixed=at_K(mf, kf) * (-1 if fixed < 0 else 1),
+                shift=K, a_first=int(a_first))
 
 
 def mul(a, b, *, a_zero_point, b_zero_point, y_zero_point, multiplier, shift,

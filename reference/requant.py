@@ -128,25 +128,3 @@ def requant_zp_inside(acc, multiplier, shift, zero_point, qmin=INT8_MIN, qmax=IN
     a = round_to_24_bits(np.asarray(acc, dtype=np.int64))
     p = round_to_24_bits(a * np.asarray(multiplier, dtype=np.int64))
     return np.clip(round_shift_zp(p, shift, zero_point), qmin, qmax).astype(np.int8)
-
-
-def add_multipliers(m_a, m_b):
-    """Integer multipliers (A, B, K) for y = rhe((da * M_a + db * M_b) * 1) of add.
-
-    M_a = m_a 2^-k_a and M_b = m_b 2^-k_b (float32, from quantize_multiplier) are
-    brought to one shift K = min(max(k_a, k_b), min(k_a, k_b) + 30, 62) so that
-    |d| * A < 2^8 * 2^24 * 2^30 = 2^62: the sum da*A + db*B is exact in int64, and
-    K stays within the shifts round_shift handles exactly.
-    A term whose own shift exceeds K (a multiplier over 2^30 times smaller than
-    the other) is rounded half-even to K bits: the only approximation of the rule.
-    """
-    (ma, ka), (mb, kb) = (tuple(int(v) for v in quantize_multiplier(x)) for x in (m_a, m_b))
-    ks = [k for m, k in ((ma, ka), (mb, kb)) if m != 0] or [0]
-    K = min(max(ks), min(ks) + 30, 62)
-
-    def at_K(m, k):
-        if m == 0:
-            return 0
-        return m << (K - k) if K >= k else int(round_shift(np.int64(m), k - K))
-
-    return at_K(ma, ka), at_K(mb, kb), K

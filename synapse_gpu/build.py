@@ -15,7 +15,8 @@ import numpy as np
 
 from .reference import tables
 from .reference.conv import resolve_pads
-from .reference.requant import add_multipliers, quantize_multiplier
+from .reference.elementwise import add_params
+from .reference.requant import quantize_multiplier
 from .reference.softmax import softmax_params
 
 f32 = np.float32
@@ -191,13 +192,29 @@ def softmax(b, x, axis=-1, *, y_scale=1 / 256, y_zero_point=-128, name=None):
                       params=dict(exp_table=table), name=name, out_quant=(y_scale, y_zero_point))
 
 
-def add(b, a, c, *, y_scale, y_zero_point, relu=False, name=None):
+def _a_broadcast_innermost(a_shape, b_shape):
+    """Whether a is broadcast (size 1) along the innermost axis of the output where b is
+    not: onnxruntime's QLinearAdd then swaps its operands (reference add's docstring).
+    The batch axis counts as larger than 1, so the answer never depends on the batch."""
+    rank = max(len(a_shape), len(b_shape))
+    a = [1] * (rank - len(a_shape)) + [abs(d) for d in a_shape]
+    c = [1] * (rank - len(b_shape)) + [abs(d) for d in b_shape]
+    for da, dc in zip(reversed(a), reversed(c)):
+        if max(da, dc) > 1:
+            return da == 1
+    return False
+
+
+def add(b, a, c, *, y_scale, y_zero_point, relu=False, code_offset=0, name=None):
+    """onnxruntime's QLinearAdd, bit for bit (reference/elementwise.py:add); code_offset
+    128 where the ONNX model's codes were uint8 (the float steps see the raw codes)."""
     (s_a, za), (s_c, zc) = b.quant[a], b.quant[c]
-    A, B, K = add_multipliers(f32(s_a) / f32(y_scale), f32(s_c) / f32(y_scale))
+    p = add_params(s_a, za, s_c, zc, y_scale, y_zero_point, code_offset,
+                   int(_a_broadcast_innermost(b.shapes[a], b.shapes[c])))
     lo, hi = _clamp(y_zero_point, relu)
     return b.add_node("add", [a, c], attrs=dict(
-        a_zero_point=za, b_zero_point=zc, y_zero_point=int(y_zero_point), a_multiplier=A,
-        b_multiplier=B, shift=K, qmin=lo, qmax=hi), name=name, out_quant=(y_scale, y_zero_point))
+        a_zero_point=za, b_zero_point=zc, y_zero_point=int(y_zero_point), **p, qmin=lo,
+        qmax=hi), name=name, out_quant=(y_scale, y_zero_point))
 
 
 def mul(b, a, c, *, y_scale, y_zero_point, name=None):

@@ -15,8 +15,8 @@ import numpy as np
 from .errors import DtypeError, ModelFormatError, ShapeError, UnsupportedOpError
 from .reference.pool import output_size
 from .reference.softmax import EXP_ONE
-from .schema import (ADD_MULTIPLIER, ADD_SHIFT, AXIS, DIM, INT8, MAX_RANK, MULTIPLIER, PAD, SHIFT,
-                     Int, Ints, Param, Str, attrs_error)
+from .schema import (ADD_FIXED, ADD_MULTIPLIER, ADD_SHIFT, AXIS, DIM, INT8, MAX_RANK, MULTIPLIER,
+                     PAD, SHIFT, Int, Ints, Param, Str, attrs_error)
 
 I8, I32, I64 = np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.int64)
 INT_TYPES = (I32, I64)  # multipliers may be stored in either
@@ -299,7 +299,8 @@ OPS = {d.name: d for d in [
           dict(axis=Int(*AXIS), y_inv_scale=Int(0, 1 << 40), y_zero_point=ZP, **Q), _softmax_shape),
     OpDef("add", {}, dict(**_xy("a_zero_point", "b_zero_point", "y_zero_point"),
                           a_multiplier=Int(*ADD_MULTIPLIER), b_multiplier=Int(*ADD_MULTIPLIER),
-                          shift=Int(*ADD_SHIFT), **Q),
+                          shift=Int(*ADD_SHIFT), code_offset=Int(0, 128), fixed=Int(*ADD_FIXED),
+                          a_first=Int(0, 1), **Q),
           _binary_shape, n_inputs=(2, 2)),
     OpDef("mul", {}, dict(**_xy("a_zero_point", "b_zero_point", "y_zero_point"), **REQ, **Q),
           _binary_shape, lambda n, s, p: np.array(

@@ -19,10 +19,11 @@ INT8 = (-128, 127)
 # M >= 0 (reference/requant.py:quantize_multiplier): 2^-149 <= M < 2^128.
 MULTIPLIER = (0, (1 << 24) - 1)
 SHIFT = (-104, 172)
-# add's (A, B, K) from add_multipliers: A, B < 2^54 keeps (a - z_a) * A + (b - z_b) * B
-# inside int64; K <= 62.
-ADD_MULTIPLIER = (0, (1 << 54) - 1)
-ADD_SHIFT = (SHIFT[0], 62)
+# add's integers from reference/elementwise.py:add_params: A, B < 2^51 and |fixed| < 2^59
+# keep every sum of its rule below 2^61; 0 <= K <= 62.
+ADD_MULTIPLIER = (0, (1 << 51) - 1)
+ADD_FIXED = (-(1 << 59) + 1, (1 << 59) - 1)
+ADD_SHIFT = (0, 62)
 DIM = (1, 1 << 16)  # kernel, stride, dilation: far above any real model, no int64 risk
 PAD = (0, 1 << 24)  # the static resource bounds refuse what large pads would allocate
 MAX_RANK = 8  # numpy handles 32 axes at most; no model needs more than 8

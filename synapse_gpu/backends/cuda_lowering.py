@@ -196,7 +196,8 @@ def _binary(node, S):
 def _lower_add(node, S, P):
     a = node.attrs
     return [Launch("add_v1", math.prod(S[node.outputs[0]]), (
-        *_binary(node, S), int(a["a_multiplier"]), int(a["b_multiplier"]), int(a["shift"]),
+        *_binary(node, S)[:6], int(a["code_offset"]), int(a["a_multiplier"]),
+        int(a["b_multiplier"]), int(a["fixed"]), int(a["shift"]), int(a["a_first"]),
         *_qrange(a)))]
 
 

@@ -161,7 +161,11 @@ class QOperatorOps:
             return self._qlinear_const_operand(node, const[0])
         a, c = self._qin(node, 0), self._qin(node, 3)
         ys, yz, yt = self._yparams(node, 6, 7, self._in_type(node, 0))
-        return Int(helper_fn(self.b, a, c, y_scale=ys, y_zero_point=yz, name=label(node)), yt)
+        # QLinearAdd's float steps see the stored codes: uint8 ones are int8 + 128
+        kw = {"code_offset": 128 if yt == TensorProto.UINT8 else 0} if helper_fn is build.add \
+            else {}
+        return Int(helper_fn(self.b, a, c, y_scale=ys, y_zero_point=yz, name=label(node), **kw),
+                   yt)
 
     def _qlinear_const_operand(self, node, ci):
         """QLinearAdd/QLinearMul with one constant input: y = x + c or x * c, c the

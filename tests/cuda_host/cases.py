@@ -17,7 +17,8 @@ import pytest
 from synapse_gpu import build, registry
 from synapse_gpu.examples.tiny import tiny_cnn
 from synapse_gpu.graph import GraphBuilder
-from synapse_gpu.reference.requant import add_multipliers, quantize_multiplier
+from synapse_gpu.reference.elementwise import add_params
+from synapse_gpu.reference.requant import quantize_multiplier
 from synapse_gpu.reference.softmax import softmax_params
 from synapse_gpu.validate import validate
 
@@ -182,9 +183,9 @@ def _binary(op, a_shape, b_shape, sa=0.05, sb=0.03, sy=0.06):
         attrs = dict(a_zero_point=zx, b_zero_point=-1 - zx // 2, y_zero_point=zy,
                      qmin=-128, qmax=127)
         if op == "add":
-            A, B, K = add_multipliers(np.float32(sa) / np.float32(sy),
-                                      np.float32(sb) / np.float32(sy))
-            attrs.update(a_multiplier=A, b_multiplier=B, shift=K)
+            a_first = int(a_shape[-1] == 1 < abs(b_shape[-1]))  # build._a_broadcast_innermost
+            attrs.update(add_params(sa, zx, sb, attrs["b_zero_point"], sy, zy,
+                                    128 * (zx % 2), a_first))
         else:
             attrs["multiplier"], attrs["shift"] = sqm(np.float32(sa) * np.float32(sb) / np.float32(sy))
         return single(op, [a_shape, b_shape], attrs)
@@ -263,6 +264,7 @@ def _all_ops():
         "add_same": _binary("add", (-1, 3, 4, 5), (-1, 3, 4, 5)),
         "add_channel_broadcast": _binary("add", (-1, 3, 4, 5), (-1, 3, 1, 1)),
         "add_batch_broadcast": _binary("add", (1, 3, 1, 5), (-1, 1, 4, 5), 0.02, 0.09, 0.05),
+        "add_a_first": _binary("add", (-1, 3, 4, 1), (-1, 3, 4, 5), 0.07, 0.03, 0.05),
         "add_pow2_ties": _binary("add", (-1, 4, 6), (-1, 4, 6), 0.5, 0.25, 1.0),
         "add_huge_multiplier": _binary("add", (-1, 6), (-1, 6), 1.0, 0.5, 2e-8),
         "add_tiny_multiplier": _binary("add", (-1, 6), (-1, 6), 1e-2, 1e-15, 1.0),
