@@ -65,3 +65,59 @@ class QuietCheck:
             return "other processes' CPU share unknown (no /proc/stat)"
         return (f"other processes used {self.others:.0%} of the machine's CPU time during the run"
                 + (" (timings disturbed: rerun on a quiet machine)" if self.others > 0.05 else ""))
+
+
+def ort_session(path, threads=2):
+    """onnxruntime with the CPU provider, default optimizations, intra-op threads as given."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def compare_files(files, x8, rounds, reps):
+    """Synapse vs onnxruntime on the same files, interleaved in one process.
+
+    files: {label: path}. For each: Synapse's outputs are first checked identical across
+    two runs and batch 8 vs batch 1; then batch-1 latency and batch-8 throughput of both
+    (`median_times`); the share of Synapse's int8 logits equal to onnxruntime's output
+    requantized to the same codes, and top-1 agreement. Returns (rows, engine lines).
+    """
+    import synapse_gpu as sg
+
+    x1 = x8[:1]
+    rows, engines = [], set()
+    for label, path in files.items():
+        ours = sg.InferenceSession(path, device="cpu")
+        engines.add(ours._exe.engine)
+        peer = ort_session(path)
+        name = ours.get_inputs()[0].name
+        q8 = ours.run(None, {name: x8}, output_type="int8")[0]
+        assert np.array_equal(q8, ours.run(None, {name: x8}, output_type="int8")[0])
+        assert np.array_equal(q8[:1], ours.run(None, {name: x1}, output_type="int8")[0])
+        spec = ours.graph.outputs[0]
+        ref = np.rint(peer.run(None, {name: x8})[0] / np.float32(spec.scale)) + spec.zero_point
+        same = float(np.mean(q8 == ref))
+        top1 = float(np.mean(q8.argmax(1) == ref.argmax(1)))
+        (b1, _), (p1, _), (b8, _), (p8, _) = median_times([
+            (lambda: ours.run(None, {name: x1}), 0.05), (lambda: peer.run(None, {name: x1}), 0.05),
+            (lambda: ours.run(None, {name: x8}), 0.05), (lambda: peer.run(None, {name: x8}), 0.05),
+        ], warmup=1, rounds=rounds, reps=reps)
+        rows.append((label, b1, p1, 8 / b8, 8 / p8, same, top1))
+        print(f"{label}: done", flush=True)
+    return rows, sorted(engines)
+
+
+def table(rows):
+    lines = ["| file | Synapse b1 ms | ORT b1 ms | b1 ratio (Synapse/ORT time) | Synapse b8 img/s | "
+             "ORT b8 img/s | b8 ratio (Synapse/ORT throughput) | identical int8 logits | top-1 agree |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, b1, p1, t8, r8, same, top1 in rows:
+        lines.append(f"| {label} | {b1 * 1e3:.1f} | {p1 * 1e3:.1f} | {b1 / p1:.2f} | {t8:.1f} | "
+                     f"{r8:.1f} | {t8 / r8:.2f} | {same:.1%} | {top1:.0%} |")
+    return lines
+
+
+def load_line():
+    return "load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())

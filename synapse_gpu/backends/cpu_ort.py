@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from ..reference.conv import resolve_pads
+from ..reference.conv import conv_output_shape, resolve_pads
 from ..reference.requant import INT8_MAX, INT8_MIN
 
 OPSET = 13
@@ -44,7 +44,10 @@ def threads():
         return os.cpu_count() or 1
 
 
-def _session(nodes, x_info, inits, out_type):
+SMALL_MACS = 1 << 20  # per sample: below this a layer runs on one thread (no hand-off cost)
+
+
+def _session(nodes, x_info, inits, out_type, macs):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -55,7 +58,7 @@ def _session(nodes, x_info, inits, out_type):
     model.ir_version = 8
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # ops as written
-    so.intra_op_num_threads = threads()
+    so.intra_op_num_threads = threads() if macs >= SMALL_MACS else 1
     # one pool per layer: a pool that spins after its layer would take the cores from the next
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
@@ -125,7 +128,7 @@ class OrtConv:
     def _build(self, spatial):
         from onnx import TensorProto, helper
 
-        pads = resolve_pads(self.pads, spatial, self.kernel, self.strides, self.dilations)
+        pads = pads_nd = resolve_pads(self.pads, spatial, self.kernel, self.strides, self.dilations)
         strides, dilations, kernel = list(self.strides), list(self.dilations), list(self.kernel)
         if self.nd == 1:  # as a 2-D conv on a height-1 image
             pads = [0, pads[0], 0, pads[1]]
@@ -139,7 +142,9 @@ class OrtConv:
             consts.update(lo=np.uint8(self.clamp[0]), hi=np.uint8(self.clamp[1]))
         x_info = helper.make_tensor_value_info("x", TensorProto.UINT8, [None, self.C]
                                                + [1] * (self.nd == 1) + list(spatial))
-        return _session(nodes, x_info, consts, TensorProto.UINT8)
+        out = conv_output_shape(spatial, self.kernel, self.strides, pads_nd, self.dilations)
+        macs = int(np.prod(out)) * int(np.prod(self.consts["w"].shape))
+        return _session(nodes, x_info, consts, TensorProto.UINT8, macs)
 
     def __call__(self, x):
         spatial = x.shape[2:]
@@ -171,7 +176,8 @@ class OrtDense:
         nodes, inits, out_type = _tail("acc", bias, M32, y_zero_point, qmin, qmax, fused)
         x_info = helper.make_tensor_value_info("x", TensorProto.UINT8, [None, self.K])
         self.sess = _session([mm] + nodes, x_info, dict(
-            w=np.ascontiguousarray(wq), xz=np.uint8(int(x_zero_point) + 128), wz=wz, **inits), out_type)
+            w=np.ascontiguousarray(wq), xz=np.uint8(int(x_zero_point) + 128), wz=wz, **inits), out_type,
+            self.K * M)
 
     def __call__(self, x):
         rows = to_u8(x).reshape(-1, self.K)
