@@ -17,7 +17,7 @@ import numpy as np
 from .errors import DeviceError, DtypeError, InputError
 from .reference.boundary import dequantize, quantize
 
-_DL_CPU, _DL_CUDA, _DL_CUDA_MANAGED = 1, 2, 13  # DLPack device types
+_DL_CUDA, _DL_CUDA_MANAGED = 2, 13  # DLPack device types in GPU memory
 
 
 def on_gpu(x):
@@ -52,7 +52,10 @@ def as_input(x, name, exe):
         raise InputError(f"input {name!r} is in GPU memory but the session runs on the "
                          f"{exe.device.upper()}; pass a host array or run on CUDA")
     if hasattr(x, "__dlpack__"):
-        return np.from_dlpack(x)
+        try:
+            return np.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError) as e:
+            raise InputError(f"input {name!r}: numpy cannot read it through DLPack ({e})") from None
     return np.asarray(x)
 
 

@@ -318,6 +318,20 @@ def test_gpu_array_on_a_cpu_session_is_refused(model):
         sess.run(None, {"x": images(1)}, device_outputs=True)
 
 
+class UnreadableDLPack:
+    def __dlpack__(self, **kw):
+        raise BufferError("read-only export refused")
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
+def test_unreadable_dlpack_is_an_input_error(model):
+    sess = synapse_gpu.InferenceSession(model[1], device="cpu")
+    with pytest.raises(InputError, match="'x'.*DLPack.*read-only"):
+        sess.run(None, {"x": UnreadableDLPack()})
+
+
 # ------------------------------------------------------------------ what Synapse refuses
 
 @pytest.mark.parametrize("kwargs, exc, match", [

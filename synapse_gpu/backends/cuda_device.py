@@ -13,6 +13,7 @@ import math
 import threading
 import time
 
+from ..arrays import on_gpu
 from ..errors import DeviceError
 from .cuda_source import NVRTC_OPTIONS, kernel_signatures, kernel_source
 
@@ -155,8 +156,7 @@ class CupyDevice:
         array, anything with __cuda_array_interface__ or a CUDA __dlpack__); else None."""
         if isinstance(x, self.cp.ndarray):
             self.cp.cuda.get_current_stream().synchronize()  # the caller's work on x is done
-        elif hasattr(x, "__cuda_array_interface__") or (
-                hasattr(x, "__dlpack_device__") and x.__dlpack_device__()[0] in (2, 13)):
+        elif on_gpu(x):
             with self.device, self.stream:  # DLPack: the producer orders itself before us
                 x = self.cp.from_dlpack(x) if hasattr(x, "__dlpack__") else self.cp.asarray(x)
         else:
