@@ -25,7 +25,8 @@ from . import __version__, backends
 from .arrays import OrtValue, as_input, dequantize_any, quantize_any, to_host
 from .cost import model_cost
 from .digest import run_digest, tensor_digest
-from .errors import CostLimitError, DeviceError, DtypeError, InputError, ShapeError
+from .errors import (CostLimitError, DeviceError, DtypeError, InputError, ModelFormatError,
+                     ShapeError)
 from .graph import Graph
 from .iobinding import IOBinding
 from .modelfile import load_model, model_id, save_model
@@ -107,8 +108,9 @@ def _importer_fingerprint():
 
 
 def load_any(model, verbose=False):
-    """A Graph from a Graph, a .syn or .onnx path (str or os.PathLike), the bytes of either
-    file, or an onnx.ModelProto; ONNX is imported and cached by content hash."""
+    """A Graph from a Graph, a .syn or ONNX file's path (str or os.PathLike; told apart by
+    content when the name does not end in .syn), the bytes of either file, or an
+    onnx.ModelProto; ONNX is imported and cached by content hash."""
     if isinstance(model, Graph):
         return model
     if hasattr(model, "SerializeToString"):  # onnx.ModelProto, as onnxruntime accepts it
@@ -123,10 +125,15 @@ def load_any(model, verbose=False):
         except TypeError:
             raise InputError(f"model: {type(model).__name__} is not a path, bytes, onnx.ModelProto "
                              "or Graph") from None
-        if not path.lower().endswith(".onnx"):
+        if path.lower().endswith(".syn"):
             return load_model(path)
-        with open(path, "rb") as f:
-            data = f.read()
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ModelFormatError(f"cannot read model file {path}: {e.strerror}") from None
+        if _is_safetensors(data):  # a .syn file by another name; anything else is ONNX
+            return load_model(path)
     from .onnx.importer import import_onnx
 
     key = hashlib.sha256(data + _importer_fingerprint().encode()).hexdigest()
@@ -326,7 +333,8 @@ class InferenceSession:
         ``self.last_result``.
         """
         check_run_options(run_options)
-        return self.run_full(output_names, input_feed, output_type=output_type, trace=trace,
+        names = output_names or None  # onnxruntime: None or [] asks for every output
+        return self.run_full(names, input_feed, output_type=output_type, trace=trace,
                              device_outputs=device_outputs).outputs
 
     def run_with_ort_values(self, output_names, input_dict_ort_values, run_options=None):

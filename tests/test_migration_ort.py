@@ -164,6 +164,19 @@ def test_model_forms(model):
         np.testing.assert_array_equal(y, ort_runs[0])
 
 
+def test_empty_output_names_and_other_file_names(model, tmp_path):
+    m, path = model
+    x = images(2, seed=11)
+    o = quiet(onnxruntime.InferenceSession, path).run([], {"x": x})
+    other = tmp_path / "model.bin"  # onnxruntime reads any file name
+    other.write_bytes(m.SerializeToString())
+    s = synapse_gpu.InferenceSession(other, device="cpu").run([], {"x": x})
+    assert len(s) == len(o) == 1
+    np.testing.assert_array_equal(s[0], o[0])
+    with pytest.raises(SynapseError, match="cannot read model file"):
+        synapse_gpu.InferenceSession(tmp_path / "missing.onnx", device="cpu")
+
+
 def test_syn_bytes_and_optimized_model_filepath(model, tmp_path):
     m, path = model
     so = synapse_gpu.SessionOptions()
@@ -171,8 +184,12 @@ def test_syn_bytes_and_optimized_model_filepath(model, tmp_path):
     s1 = synapse_gpu.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     assert load_model(so.optimized_model_filepath).structure_json() == s1.graph.structure_json()
     s2 = synapse_gpu.InferenceSession((tmp_path / "compiled.syn").read_bytes(), device="cpu")
+    renamed = tmp_path / "compiled.model"
+    renamed.write_bytes((tmp_path / "compiled.syn").read_bytes())
+    s3 = synapse_gpu.InferenceSession(renamed, device="cpu")
     x = images(2, seed=4)
-    assert s1.run_full(None, {"x": x}).digest == s2.run_full(None, {"x": x}).digest
+    assert s1.run_full(None, {"x": x}).digest == s2.run_full(None, {"x": x}).digest == \
+        s3.run_full(None, {"x": x}).digest
 
 
 def describe_pattern(rt, path):
