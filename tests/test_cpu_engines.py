@@ -252,3 +252,11 @@ def test_conv_cases_catch_a_saturating_conv():
         assert ok, detail
     else:
         assert not ok and "conv differs" in detail
+
+
+def test_inspect_names_the_engine(capsys):
+    from synapse_gpu.cli import main
+
+    assert main(["inspect", os.path.join(EXAMPLES, "digits_int8.onnx")]) == 0
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("cpu engine: ")]
+    assert len(line) == 1 and "admitted" in line[0]
