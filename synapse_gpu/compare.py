@@ -270,6 +270,12 @@ def plot_agreement(comparison, path):
     fig, ax = plt.subplots(figsize=(max(6, len(nodes) * 0.12), 3.5))
     ax.bar(range(len(nodes)), ys, color=[colors.get(c.cause, "tab:green") for c in nodes])
     ax.set_ylim(min(ys + [100]) - 5 if ys else 0, 100.5)
+    from matplotlib.patches import Patch
+
+    used = {c.cause or "identical" for c in nodes}
+    ax.legend(handles=[Patch(color=colors.get(k, "tab:green"), label=k) for k in
+                       ("identical", "rule", "propagated+rule", "propagated", "unknown") if k in used],
+              fontsize=7, loc="lower left")
     ax.set_xlabel("node (execution order)")
     ax.set_ylabel("identical elements, %")
     first = comparison.first_divergent
