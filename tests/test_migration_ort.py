@@ -5,8 +5,11 @@ The model is Quantize -> QLinearConv (int8 activations, per-channel int8 weights
 Dequantize, where onnxruntime's kernels are exact on every x86 machine (its uint8 paths
 are not without VNNI), so the float outputs are compared bit for bit. Patterns: the
 README's run, SessionOptions, providers (names, tuples, provider_options), the model as
-path / Path / bytes / ModelProto, metadata and NodeArgs, OrtValues, IO binding on the
-CPU. Then every argument Synapse refuses, each with the library's own error naming it.
+path / Path / bytes / ModelProto, metadata and NodeArgs, OrtValues, IO binding with host
+buffers. The `target` patterns run three times for Synapse: on the CPU provider, on the
+CUDA provider on the emulated device (tests/emucuda), and (marked gpu) on a real GPU;
+onnxruntime gets the same providers list and runs on its CPU provider. Then every
+argument Synapse refuses, each with the library's own error naming it.
 """
 import pathlib
 import warnings
@@ -18,6 +21,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import synapse_gpu
+from synapse_gpu.backends import cuda
 from synapse_gpu.errors import DeviceError, InputError, OptionError, ProviderError, SynapseError
 from synapse_gpu.modelfile import load_model
 
@@ -65,49 +69,82 @@ def both(pattern, *args):
     return [quiet(pattern, rt, *args) for rt in RUNTIMES]
 
 
+GPU_LIST = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.fixture(params=["cpu", "emulated", pytest.param("gpu", marks=pytest.mark.gpu)])
+def target(request):
+    """(the providers list, the provider Synapse must pick)."""
+    if request.param == "cpu":
+        yield ["CPUExecutionProvider"], "CPUExecutionProvider"
+    elif request.param == "emulated":
+        standin = pytest.importorskip("emucuda.cupy_standin")
+        with standin.installed():
+            yield GPU_LIST, "CUDAExecutionProvider"
+    else:
+        ok, reason = cuda.is_available()
+        if not ok:
+            pytest.skip(f"no usable GPU: {reason}")
+        yield GPU_LIST, "CUDAExecutionProvider"
+
+
+def both_on(target, pattern, *args):
+    """both(), with the target's providers; checks where Synapse ran, drops the providers."""
+    providers, want = target
+    (o, o_prov), (s, s_prov) = both(pattern, providers, *args)
+    assert s_prov == [want] and o_prov[-1] == "CPUExecutionProvider"
+    return o, s
+
+
 # ------------------------------------------------------------------ documented patterns
 
-def readme_pattern(rt, path, x):
-    sess = rt.InferenceSession(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+def readme_pattern(rt, providers, path, x):
+    sess = rt.InferenceSession(path, providers=providers)
     input_name = sess.get_inputs()[0].name
     output_name = sess.get_outputs()[0].name
     outputs = sess.run([output_name], {input_name: x})
-    return outputs, sess.get_providers(), sess.run(None, {input_name: x})
+    return (outputs, sess.run(None, {input_name: x})), sess.get_providers()
 
 
-def test_readme_pattern(model):
+def test_readme_pattern(model, target):
     x = images(5)
-    (o_out, o_prov, o_all), (s_out, s_prov, s_all) = both(readme_pattern, model[1], x)
+    (o_out, o_all), (s_out, s_all) = both_on(target, readme_pattern, model[1], x)
     assert type(s_out) is list and type(s_out[0]) is np.ndarray and s_out[0].dtype == np.float32
     np.testing.assert_array_equal(s_out[0], o_out[0])
     np.testing.assert_array_equal(s_all[0], o_all[0])
     assert np.unique(s_out[0]).size > 20  # a real output, not a constant
+
+
+def test_cuda_first_falls_back_like_onnxruntime(model):
+    x = images(2, seed=12)
+    o, s = both(readme_pattern, GPU_LIST, model[1], x)
     gpu = synapse_gpu.get_device() == "GPU"
-    assert s_prov == ["CUDAExecutionProvider" if gpu else "CPUExecutionProvider"]
-    assert o_prov[-1] == "CPUExecutionProvider"
+    assert s[1] == ["CUDAExecutionProvider" if gpu else "CPUExecutionProvider"]
+    np.testing.assert_array_equal(s[0][0][0], o[0][0][0])
 
 
-def session_options_pattern(rt, path, x, level, threads):
+def session_options_pattern(rt, providers, path, x, level, threads):
     so = rt.SessionOptions()
     so.graph_optimization_level = level(rt)
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = rt.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
-    sess = rt.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    sess = rt.InferenceSession(path, so, providers=providers)
     got = sess.get_session_options()
     fields = (int(got.graph_optimization_level), got.intra_op_num_threads,
               got.inter_op_num_threads, int(got.execution_mode), got.log_severity_level)
-    return sess.run(None, {"x": x})[0], fields
+    return (sess.run(None, {"x": x})[0], fields), sess.get_providers()
 
 
 @pytest.mark.parametrize("level, threads", [
     (lambda rt: rt.GraphOptimizationLevel.ORT_DISABLE_ALL, 1),
     (lambda rt: rt.GraphOptimizationLevel.ORT_ENABLE_BASIC, 2),
     (lambda rt: rt.GraphOptimizationLevel.ORT_ENABLE_ALL, 0)])
-def test_session_options_pattern(model, level, threads):
+def test_session_options_pattern(model, target, level, threads):
     x = images(3, seed=1)
-    (o_y, o_fields), (s_y, s_fields) = both(session_options_pattern, model[1], x, level, threads)
+    (o_y, o_fields), (s_y, s_fields) = both_on(target, session_options_pattern, model[1], x, level,
+                                               threads)
     np.testing.assert_array_equal(s_y, o_y)
     assert s_fields == o_fields
 
@@ -148,17 +185,17 @@ def test_provider_forms(model):
         np.testing.assert_array_equal(sy, oy)
 
 
-def model_forms_pattern(rt, m, path, x):
+def model_forms_pattern(rt, providers, m, path, x):
     forms = [path, pathlib.Path(path), m.SerializeToString()]
     if rt is synapse_gpu:
         forms.append(m)  # onnxruntime takes a path or bytes; Synapse also the ModelProto
-    return [rt.InferenceSession(f, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-            for f in forms]
+    sessions = [rt.InferenceSession(f, providers=providers) for f in forms]
+    return [s.run(None, {"x": x})[0] for s in sessions], sessions[-1].get_providers()
 
 
-def test_model_forms(model):
+def test_model_forms(model, target):
     x = images(4, seed=3)
-    ort_runs, syn_runs = both(model_forms_pattern, *model, x)
+    ort_runs, syn_runs = both_on(target, model_forms_pattern, *model, x)
     assert len(syn_runs) == 4
     for y in syn_runs:
         np.testing.assert_array_equal(y, ort_runs[0])
@@ -192,42 +229,42 @@ def test_syn_bytes_and_optimized_model_filepath(model, tmp_path):
         s3.run_full(None, {"x": x}).digest
 
 
-def describe_pattern(rt, path):
-    sess = rt.InferenceSession(path, providers=["CPUExecutionProvider"])
+def describe_pattern(rt, providers, path):
+    sess = rt.InferenceSession(path, providers=providers)
     meta = sess.get_modelmeta()
     args = [(a.name, a.shape, a.type) for a in sess.get_inputs() + sess.get_outputs()]
     fields = {k: type(getattr(meta, k)) for k in ("producer_name", "graph_name", "domain",
                                                   "description", "graph_description", "version",
                                                   "custom_metadata_map")}
-    return args, fields, meta.producer_name, meta.graph_name
+    return (args, fields, meta.producer_name, meta.graph_name), sess.get_providers()
 
 
-def test_describe(model):
-    ort_d, syn_d = both(describe_pattern, model[1])
+def test_describe(model, target):
+    ort_d, syn_d = both_on(target, describe_pattern, model[1])
     assert syn_d == ort_d
     meta = synapse_gpu.InferenceSession(model[1], device="cpu").get_modelmeta()
     assert len(meta.custom_metadata_map["model_id"]) == 64
 
 
-def ortvalue_pattern(rt, path, x):
-    sess = rt.InferenceSession(path, providers=["CPUExecutionProvider"])
+def ortvalue_pattern(rt, providers, path, x):
+    sess = rt.InferenceSession(path, providers=providers)
     xv = rt.OrtValue.ortvalue_from_numpy(x)
     outs = sess.run_with_ort_values(["y"], {"x": xv})
     y = sess.run(None, {"x": xv})[0]
     return (xv.device_name(), xv.shape(), xv.data_type(), outs[0].numpy(), outs[0].data_type(),
-            outs[0].shape(), y)
+            outs[0].shape(), y), sess.get_providers()
 
 
-def test_ortvalues(model):
+def test_ortvalues(model, target):
     x = images(3, seed=5)
-    o, s = both(ortvalue_pattern, model[1], x)
+    o, s = both_on(target, ortvalue_pattern, model[1], x)
     assert s[:3] == o[:3] and s[4:6] == o[4:6]
     np.testing.assert_array_equal(s[3], o[3])
     np.testing.assert_array_equal(s[6], o[6])
 
 
-def iobinding_pattern(rt, path, x):
-    sess = rt.InferenceSession(path, providers=["CPUExecutionProvider"])
+def iobinding_pattern(rt, providers, path, x):
+    sess = rt.InferenceSession(path, providers=providers)
     binding = sess.io_binding()
     binding.bind_cpu_input("x", x)
     binding.bind_output("y")
@@ -250,12 +287,13 @@ def iobinding_pattern(rt, path, x):
     third = yv.numpy().copy()
     xv.update_inplace(x2)
     sess.run_with_iobinding(binding)
-    return first, y.copy(), third, yv.numpy().copy(), len(binding.get_outputs())
+    return (first, y.copy(), third, yv.numpy().copy(), len(binding.get_outputs())), \
+        sess.get_providers()
 
 
-def test_iobinding_cpu(model):
+def test_iobinding_host_buffers(model, target):
     x = images(3, seed=6)
-    o, s = both(iobinding_pattern, model[1], x)
+    o, s = both_on(target, iobinding_pattern, model[1], x)
     for a, b in zip(s[:4], o[:4]):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(s[1], s[0][::-1])
