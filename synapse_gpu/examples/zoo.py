@@ -147,3 +147,60 @@ def quantized(name, formats=FORMATS, seed=0):
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
             os.replace(paths[fmt] + ".tmp.onnx", paths[fmt])
     return paths
+
+
+def run_synapse(graph, x, batch):
+    """int8 outputs of the graph's first output over x, in batches of `batch`, and seconds."""
+    import time
+
+    from .. import InferenceSession
+    sess = InferenceSession(graph, device="cpu", strict=False)  # densenet is 300+ layers deep
+    name = graph.inputs[0].name
+    t = time.perf_counter()
+    out = [sess.run(None, {name: x[i:i + batch]}, output_type="int8")[0]
+           for i in range(0, len(x), batch)]
+    return np.concatenate(out), time.perf_counter() - t
+
+
+def run_onnxruntime(path, graph, x):
+    """onnxruntime's outputs on the same file, one image at a time (the files declare a batch
+    of 1), as int8 codes of the Synapse output's quantization, and seconds."""
+    import time
+
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    t = time.perf_counter()
+    out = np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+    seconds = time.perf_counter() - t
+    spec = graph.outputs[0]
+    return np.rint(out / np.float32(spec.scale)) + spec.zero_point, seconds
+
+
+def quantization_differences(g1, g2):
+    """Nodes (by position) whose output quantization differs between two imported graphs
+    of one model: [(name in g1, (scale, zp) in g1, name in g2, (scale, zp) in g2)]."""
+    q1 = [(n.name, g1.quant[n.outputs[0]]) for n in g1.nodes]
+    q2 = [(n.name, g2.quant[n.outputs[0]]) for n in g2.nodes]
+    if [n.op for n in g1.nodes] != [n.op for n in g2.nodes]:
+        return [("graphs differ", len(q1), "", len(q2))]
+    return [(a, qa, b, qb) for (a, qa), (b, qb) in zip(q1, q2) if qa != qb]
+
+
+def prefix(graph, k):
+    """The graph's first k nodes, with node k-1's output as the only output (int8): the
+    part of two imports of one model that can be compared before their scales part."""
+    import copy
+
+    from ..graph import Graph, TensorSpec
+    from ..shapes import infer_shapes
+    nodes = copy.deepcopy(graph.nodes[:k])
+    t = nodes[-1].outputs[0]
+    s, z = graph.quant[t]
+    partial = Graph(graph.inputs, [TensorSpec(t, (1,), s, z)], nodes, graph.buffers, graph.quant,
+                    graph.metadata)
+    shape = infer_shapes(partial)[t]
+    used = {b for n in nodes for b in n.params.values()}
+    return Graph(graph.inputs, [TensorSpec(t, tuple(shape), s, z)], nodes,
+                 {b: v for b, v in graph.buffers.items() if b in used}, graph.quant,
+                 graph.metadata)
