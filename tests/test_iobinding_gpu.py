@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import synapse_gpu
+import synapse_gpu.errors
 from synapse_gpu.arrays import dequantize_xp, quantize_xp
 from synapse_gpu.backends import cuda
 from synapse_gpu.reference.boundary import dequantize, quantize
@@ -98,6 +99,14 @@ def test_iobinding_on_cuda(gpu, model_path, host_session):
     b.bind_ortvalue_output("y", yv)  # preallocated on the GPU, written in place
     sess.run_with_iobinding(b)
     np.testing.assert_array_equal(yv.numpy(), want)
+
+
+def test_device_id_out_of_range(gpu, model_path):
+    cp, _ = gpu
+    n = cp.cuda.runtime.getDeviceCount()
+    with pytest.raises(synapse_gpu.errors.DeviceError, match=f"device_id={n}: .* {n} GPU"):
+        synapse_gpu.InferenceSession(model_path, providers=[("CUDAExecutionProvider",
+                                                            {"device_id": n})])
 
 
 def test_float_gpu_feeds_and_outputs(gpu, model_path, host_session):
