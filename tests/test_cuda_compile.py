@@ -1,9 +1,11 @@
 """Every CUDA source compiles for sm_80 and sm_90 with nvcc, with no float and no atomics.
 
 What is compiled is exactly what the CUDA backend hands to CuPy (kernel_source:
-the .cu with its local include inlined), so a broken include or a header the
-runtime compiler cannot see fails here. Needs nvcc (not a GPU); skipped only
-where nvcc is absent. One nvcc call per family, two -gencode, in parallel.
+the .cu with its local include inlined), and the PTX nvcc emits is inspected.
+nvcc sees the host's headers, so it cannot tell what CuPy's runtime compiler will
+reject: tests/test_cuda_nvrtc.py compiles with NVRTC itself for that. Needs nvcc
+(not a GPU); skipped only where nvcc is absent. One nvcc call per family, two
+-gencode, in parallel.
 """
 import re
 import shutil
