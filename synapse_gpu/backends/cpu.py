@@ -41,6 +41,8 @@ def _fast_step(node, buffers, engine):
 def _step(node, buffers):
     if node.op == "max_pool":
         return lambda x: cpu_pool.max_pool(x, **node.attrs)
+    if node.op == "avg_pool":
+        return lambda x: registry.call(cpu_pool.avg_pool, node, [x], buffers)
     if node.op in cpu_tables.TABLE_OPS:
         return cpu_tables.prepare(node, buffers)
     ref = registry.reference_op(node.op)
