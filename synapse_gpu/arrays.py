@@ -70,6 +70,13 @@ def dequantize_xp(xp, q, scale, zero_point):
     return (q.astype(xp.int32) - xp.int32(zero_point)).astype(xp.float32) * xp.float32(scale)
 
 
+def has_nan(a, exe):
+    if isinstance(a, np.ndarray):
+        return bool(np.isnan(a).any())
+    with _device(exe).scope() as xp:
+        return bool(xp.isnan(a).any())
+
+
 def quantize_any(a, scale, zero_point, exe):
     """The boundary quantize on the host or, for a device array, on its device."""
     if isinstance(a, np.ndarray):

@@ -163,3 +163,100 @@ def test_device_boundary_arithmetic_matches_reference(zero_point):
     np.testing.assert_array_equal(quantize_xp(np, h, s, zero_point), quantize(h, s, zero_point))
     q = np.arange(-128, 128, dtype=np.int8)
     np.testing.assert_array_equal(dequantize_xp(np, q, s, zero_point), dequantize(q, s, zero_point))
+
+
+# ------------------------------------------------------------------ float GPU feeds, plumbing only
+# The session's path for float GPU arrays (adopt, NaN check, quantize and dequantize on the
+# device, device-to-device feed copy, device outputs, digest) on a stand-in device whose
+# arrays are numpy memory behind a type that is not np.ndarray; the kernels are the
+# host-compiled ones (tests/cuda_host). The arithmetic is the reference's (above); that it
+# is the GPU's too is test_float_gpu_feeds_and_outputs on a real GPU.
+
+class DevArray:
+    def __init__(self, a):
+        self.a = np.asarray(a)
+
+    shape = property(lambda self: self.a.shape)
+    dtype = property(lambda self: self.a.dtype)
+    ndim = property(lambda self: self.a.ndim)
+
+    def __len__(self):
+        return len(self.a)
+
+    def astype(self, t):
+        return DevArray(self.a.astype(t))
+
+    def __truediv__(self, o):
+        return DevArray(self.a / o)
+
+    def __add__(self, o):
+        return DevArray(self.a + o)
+
+    def __sub__(self, o):
+        return DevArray(self.a - o)
+
+    def __mul__(self, o):
+        return DevArray(self.a * o)
+
+    def any(self):
+        return self.a.any()
+
+    def get(self):
+        return self.a.copy()
+
+
+def _stand_in_xp():
+    import types
+
+    return types.SimpleNamespace(
+        float32=np.float32, int32=np.int32, int8=np.int8,
+        rint=lambda d: DevArray(np.rint(d.a)), isnan=lambda d: DevArray(np.isnan(d.a)),
+        clip=lambda d, lo, hi: DevArray(np.clip(d.a, lo, hi)))
+
+
+@pytest.fixture(scope="module")
+def array_device_session(model_path):
+    import contextlib
+
+    from cuda_host.hostlib import HostDevice
+
+    class ArrayDevice(HostDevice):
+        def adopt(self, x):
+            return x if isinstance(x, DevArray) else None
+
+        @contextlib.contextmanager
+        def scope(self):
+            yield _stand_in_xp()
+
+        def clone(self, a):
+            return DevArray(a.copy())
+
+        def copy(self, dst, src):
+            assert isinstance(src, DevArray) or isinstance(dst, np.ndarray)
+            super().copy(dst, src.a if isinstance(src, DevArray) else src)
+
+    sess = synapse_gpu.InferenceSession(model_path, device="cpu")
+    sess._exe = cuda.CudaExecutable(sess.graph, sess.report.traversal, dev=ArrayDevice())
+    sess.device = "cuda"
+    return sess
+
+
+def test_float_device_feed_plumbing(array_device_session, host_session):
+    sess = array_device_session
+    x = images(3, seed=16)
+    want = host_session.run_full(None, {"x": x})
+    r = sess.run_full(None, {"x": DevArray(x)}, device_outputs=True)
+    (y,) = r.outputs
+    assert isinstance(y, DevArray) and y.dtype == np.float32
+    np.testing.assert_array_equal(y.get(), want.outputs[0])
+    assert r.digest == want.digest
+    assert isinstance(r.int8_inputs["x"], DevArray)  # quantized on the device, kept there
+    b = sess.io_binding()
+    b.bind_input("x", "cpu", 0, np.float32, list(x.shape), x.ctypes.data)
+    b.bind_output("y", "cuda")
+    sess.run_with_iobinding(b)
+    assert isinstance(b.get_outputs()[0]._array, DevArray)
+    np.testing.assert_array_equal(b.copy_outputs_to_cpu()[0], want.outputs[0])
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(synapse_gpu.errors.InputError, match="NaN"):
+        sess.run(None, {"x": DevArray(x)})
