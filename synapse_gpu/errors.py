@@ -65,7 +65,12 @@ class KernelSizeLimitError(SynapseLimitError):
     """A reduction (kernel size x input channels) of 2^16 terms or more."""
 
 
-class CostLimitError(SynapseError):
+class ResourceLimitError(SynapseError):
+    """A model whose static resource needs (activation bytes, work per sample) exceed the
+    configured limits (validate.Limits), refused before any allocation."""
+
+
+class CostLimitError(ResourceLimitError):
     """A model whose deterministic cost per sample exceeds the caller's budget (max_cost)."""
 
 

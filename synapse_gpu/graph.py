@@ -92,15 +92,16 @@ class Graph:
     @classmethod
     def from_structure(cls, d, buffers):
         try:
-            return cls(
-                inputs=[TensorSpec.from_json(t) for t in d["inputs"]],
-                outputs=[TensorSpec.from_json(t) for t in d["outputs"]],
-                nodes=[Node.from_json(n) for n in d["nodes"]],
-                buffers=dict(buffers),
-                quant={k: (float(v[0]), int(v[1])) for k, v in d.get("quant", {}).items()},
-                metadata=dict(d.get("metadata", {})),
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+            with np.errstate(over="ignore"):  # a scale past float32 becomes inf: validate refuses it
+                return cls(
+                    inputs=[TensorSpec.from_json(t) for t in d["inputs"]],
+                    outputs=[TensorSpec.from_json(t) for t in d["outputs"]],
+                    nodes=[Node.from_json(n) for n in d["nodes"]],
+                    buffers=dict(buffers),
+                    quant={k: (float(v[0]), int(v[1])) for k, v in d.get("quant", {}).items()},
+                    metadata=dict(d.get("metadata", {})),
+                )
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as e:
             raise ModelFormatError(f"graph structure is malformed: {type(e).__name__}: {e}") from None
 
 
@@ -135,6 +136,8 @@ class GraphBuilder:
         self.shapes = {}  # tensor -> shape, inferred as nodes are added
 
     def unique(self, base, kind="tensor"):
+        if not isinstance(base, str):  # e.g. protobuf hands over invalid UTF-8 as bytes
+            raise ModelFormatError(f"{kind} name {base!r} is not text (invalid UTF-8?)")
         name, i = base, 1
         while name in self._names[kind]:
             i += 1

@@ -33,6 +33,7 @@ FORMAT = "synapse-gpu"
 VERSION = 1
 MAX_FILE_BYTES = 4 << 30  # far above any Synapse-limit model; refuses absurd inputs early
 _DTYPES = {"|i1": np.int8, "<i4": np.int32, "<i8": np.int64}
+_SAFETENSORS_DTYPES = {"I8", "I32", "I64"}
 
 
 def _canonical_json(obj):
@@ -75,6 +76,10 @@ def save_model(graph: Graph, path) -> str:
     return model_id(graph)
 
 
+def _no_constant(name):
+    raise ValueError(f"non-finite number {name} in the metadata")
+
+
 def load_model(path) -> Graph:
     """Read and verify a .syn file; every failure is a ModelFormatError."""
     from safetensors import SafetensorError, safe_open
@@ -90,22 +95,33 @@ def load_model(path) -> Graph:
             raw = (f.metadata() or {}).get("synapse")
             if raw is None:
                 raise ModelFormatError(f"{path}: not a Synapse model file (no 'synapse' metadata)")
-            meta = json.loads(raw)
+            # NaN/Infinity are not JSON (and never canonical); ValueError covers integers
+            # past Python's digit limit; RecursionError deeply nested values
+            meta = json.loads(raw, parse_constant=_no_constant)
             if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 raise ModelFormatError(f"{path}: metadata is not of format {FORMAT!r}")
             if meta.get("version") != VERSION:
                 raise ModelFormatError(f"{path}: format version {meta.get('version')!r}, this "
                                        f"library reads version {VERSION}; upgrade synapse-gpu")
+            for k in f.keys():  # before any array exists: numpy lacks e.g. float8
+                if f.get_slice(k).get_dtype() not in _SAFETENSORS_DTYPES:
+                    raise ModelFormatError(f"{path}: buffer {k!r} has dtype "
+                                           f"{f.get_slice(k).get_dtype()}; expected I8, I32 or I64")
             buffers = {k: f.get_tensor(k) for k in f.keys()}
     except SafetensorError as e:
         raise ModelFormatError(f"{path}: corrupted or truncated model file ({e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFormatError(f"{path}: metadata is not valid JSON ({e})") from None
-    for k, a in buffers.items():
-        if a.dtype.str not in _DTYPES:
-            raise ModelFormatError(f"{path}: buffer {k!r} has dtype {a.dtype}")
-    graph = Graph.from_structure(meta.get("graph") or {}, buffers)
-    if _canonical_json(dict(meta, graph=graph.structure_json())).decode() != raw:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ModelFormatError(f"{path}: metadata is not valid JSON ({type(e).__name__}: "
+                               f"{str(e)[:200]})") from None
+    if not isinstance(meta.get("graph"), dict):
+        raise ModelFormatError(f"{path}: metadata has no graph object")
+    graph = Graph.from_structure(meta["graph"], buffers)
+    try:
+        canonical = _canonical_json(dict(meta, graph=graph.structure_json())).decode()
+    except (ValueError, TypeError, RecursionError) as e:  # e.g. a scale that overflows float32
+        raise ModelFormatError(f"{path}: graph values cannot be stored canonically "
+                               f"({type(e).__name__}: {str(e)[:200]})") from None
+    if canonical != raw:
         # e.g. a digit changed in a scale that still rounds to the same float32
         raise ChecksumError(f"{path}: metadata is not in canonical form: the file was altered")
     found = model_id(graph)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import ModelFormatError
+from .schema import INT8, MAX_RANK, is_int
 
 
 @dataclass
@@ -24,8 +27,67 @@ class Traversal:
         return math.prod(self.shapes[tensor][1:])
 
 
+def _spec_error(t):
+    if not isinstance(t.name, str):
+        return f"name {t.name!r} is not a string"
+    if not isinstance(t.shape, tuple) or not 1 <= len(t.shape) <= MAX_RANK or not all(
+            is_int(d) for d in t.shape):
+        return f"shape {t.shape!r} must be 1 to {MAX_RANK} integers"
+    if not (t.shape[0] == -1 or t.shape[0] >= 1) or min(t.shape[1:], default=1) < 1:
+        return f"shape {list(t.shape)} must be (batch or -1, positive dims...)"
+    return _quant_error(t.scale, t.zero_point)
+
+
+def _quant_error(scale, zero_point):
+    if not isinstance(scale, (float, np.floating)) or not np.isfinite(scale) or scale <= 0:
+        return f"scale {scale!r} must be a finite float32 > 0"
+    if not is_int(zero_point) or not INT8[0] <= zero_point <= INT8[1]:
+        return f"zero point {zero_point!r} must be an integer in [-128, 127]"
+    return None
+
+
+def _is_names(v):
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def check_structure(graph):
+    """The types of every structural field, before any pass hashes, indexes or sizes them:
+    a hostile file can put any JSON value anywhere (ModelFormatError names the place)."""
+    def bad(where, msg):
+        raise ModelFormatError(f"{where}: {msg}; the model file is malformed (rebuild or re-import it)")
+
+    for kind, specs in (("input", graph.inputs), ("output", graph.outputs)):
+        if not specs:
+            bad("graph", f"no {kind}s")
+        for t in specs:
+            err = _spec_error(t)
+            if err:
+                bad(f"graph {kind} {t.name!r}", err)
+        names = [t.name for t in specs]
+        if len(set(names)) != len(names):
+            bad("graph", f"duplicate {kind} names {sorted(n for n in set(names) if names.count(n) > 1)}")
+    for n in graph.nodes:
+        if not isinstance(n.name, str) or not isinstance(n.op, str):
+            bad(f"node {n.name!r}", "name and op must be strings")
+        if not _is_names(n.inputs) or not _is_names(n.outputs):
+            bad(f"node {n.name!r}", "inputs and outputs must be lists of tensor names")
+        if not isinstance(n.attrs, dict) or not isinstance(n.params, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in n.params.items()):
+            bad(f"node {n.name!r}", "attrs must be a mapping and params map roles to buffer ids")
+    for name, q in graph.quant.items():
+        ok = isinstance(q, (tuple, list)) and len(q) == 2
+        err = _quant_error(*q) if ok else f"{q!r} is not (scale, zero point)"
+        if err:
+            bad(f"quantization of tensor {name!r}", err)
+    for t in graph.inputs + graph.outputs:
+        if tuple(graph.quant.get(t.name, (t.scale, t.zero_point))) != (t.scale, t.zero_point):
+            bad(f"graph boundary tensor {t.name!r}", f"scale and zero point ({t.scale}, {t.zero_point}) "
+                f"differ from the graph's quantization of it {graph.quant[t.name]}")
+
+
 def topological_order(graph):
     """Kahn's algorithm over tensors; rejects duplicate producers, dangling inputs, cycles."""
+    check_structure(graph)
     produced = {t.name: None for t in graph.inputs}
     names = set()
     for n in graph.nodes:

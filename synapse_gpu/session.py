@@ -25,16 +25,29 @@ from . import __version__, backends
 from .arrays import OrtValue, as_input, dequantize_any, has_nan, quantize_any, to_host
 from .cost import model_cost
 from .digest import run_digest, tensor_digest
-from .errors import (CostLimitError, DeviceError, DtypeError, InputError, ModelFormatError,
+from .errors import (DeviceError, DtypeError, InputError, ModelFormatError, ResourceLimitError,
                      ShapeError)
 from .graph import Graph
 from .iobinding import IOBinding
 from .modelfile import load_model, model_id, save_model
 from .options import FALLBACK_KEY, check_run_options, check_session_kwargs, session_options
 from .providers import CPU, CUDA, resolve as resolve_providers
-from .validate import validate
+from .validate import DEFAULT_LIMITS, Limits, validate
 
 _FLOATS = (np.float16, np.float32, np.float64)
+# Working memory one backend call may use: a larger batch runs in chunks (batch invariance:
+# the same bits). The CPU path's numpy temporaries peak near 114 bytes per element of a
+# node's tensor (avg_pool, concat: int64 copies and window sums; measured with tracemalloc).
+RUN_BYTES = 1 << 30
+CPU_BYTES_PER_ELEMENT = 128
+
+
+def _concat(parts):
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import cupy  # device outputs of a chunked CUDA run
+
+    return cupy.concatenate(parts)
 
 
 @dataclass(frozen=True)
@@ -181,12 +194,15 @@ class InferenceSession:
     device: "auto" (CUDA when CuPy and a GPU answer, else the CPU with a one-line
     notice), "cpu" or "cuda" (DeviceError if unusable). strict: enforce the
     Synapse limits (docs/SPEC.md); the int32 overflow proof is always enforced.
-    max_cost: refuse (CostLimitError) a model whose deterministic cost per sample
-    (synapse_gpu/cost.py) exceeds it, before any backend is prepared.
+    max_cost, max_activation_bytes: the static resource bounds per sample (validate.Limits:
+    the deterministic cost of cost.py, the planned activation bytes); a model over one
+    is refused (CostLimitError / ResourceLimitError) before any backend is prepared.
+    None keeps the default limit.
     """
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, *,
-                 device=None, strict=True, verbose=False, max_cost=None, **kwargs):
+                 device=None, strict=True, verbose=False, max_cost=None,
+                 max_activation_bytes=None, **kwargs):
         # onnxruntime's arguments first (providers.py, options.py): refused ones raise
         # OptionError before any work.
         check_session_kwargs(kwargs)
@@ -196,11 +212,10 @@ class InferenceSession:
             device, providers, provider_options, self._no_cpu_fallback())
         self.graph = load_any(path_or_bytes, verbose)
         self.model_id = model_id(self.graph)
-        self.report = validate(self.graph, strict=strict)
+        limits = Limits(DEFAULT_LIMITS.activation_bytes if max_activation_bytes is None
+                        else max_activation_bytes, DEFAULT_LIMITS.work if max_cost is None else max_cost)
+        self.report = validate(self.graph, strict=strict, limits=limits)
         self.cost = model_cost(self.graph, self.report.traversal.shapes, self.report.traversal.order)
-        if max_cost is not None and self.cost.per_sample > max_cost:  # refused before any kernel
-            raise CostLimitError(f"model cost {self.cost.per_sample} per sample > max_cost "
-                                 f"{max_cost} ({self.cost.version}; see `synapse inspect`)")
         self.verbose = verbose
         self._prepare(device, device_id)
         if self._sess_options.optimized_model_filepath:  # options.py allows .syn only
@@ -263,7 +278,10 @@ class InferenceSession:
                              f"the model's inputs are {names}")
         feeds, batch = {}, None
         for t in self.graph.inputs:
-            a = as_input(input_feed[t.name], t.name, self._exe)  # numpy, or on this GPU
+            try:
+                a = as_input(input_feed[t.name], t.name, self._exe)  # numpy, or on this GPU
+            except (ValueError, TypeError) as e:  # e.g. a ragged nested list
+                raise InputError(f"input {t.name!r} is not an array ({str(e)[:120]})") from None
             if a.ndim != len(t.shape) or a.shape[1:] != tuple(t.shape[1:]) or (
                     t.shape[0] != -1 and a.shape[0] != t.shape[0]) or a.shape[0] < 1:
                 raise ShapeError(f"input {t.name!r} has shape {list(a.shape)}; expected "
@@ -271,10 +289,7 @@ class InferenceSession:
             if a.dtype == np.int8:
                 q = a
             elif a.dtype in _FLOATS:
-                if has_nan(a, self._exe):
-                    raise InputError(f"input {t.name!r} contains NaN, which has no deterministic "
-                                     "int8 value; clean the input first")
-                q = quantize_any(a, t.scale, t.zero_point, self._exe)
+                q = self._quantize(a, t)
             else:
                 raise DtypeError(f"input {t.name!r} has dtype {a.dtype}; expected float32 "
                                  "(quantized here) or int8 (already quantized)")
@@ -284,6 +299,46 @@ class InferenceSession:
             # a GPU array (arrays.as_input) stays on its device
             feeds[t.name] = np.ascontiguousarray(q) if isinstance(q, np.ndarray) else q
         return feeds
+
+    def _chunk(self):
+        """Samples per backend call, so that one call stays within RUN_BYTES."""
+        tr = self.report.traversal
+        per_sample = self.report.activation_bytes + (CPU_BYTES_PER_ELEMENT * max(
+            tr.sample_elems(t) for t in tr.shapes) if self.device == "cpu" else 0)
+        return max(1, RUN_BYTES // per_sample)
+
+    def _quantize(self, a, t):
+        """The boundary quantize chunk by chunk: its float temporaries stay bounded."""
+        q, step = None, self._chunk()
+        for s in range(0, a.shape[0], step):
+            part = a[s:s + step]
+            if has_nan(part, self._exe):
+                raise InputError(f"input {t.name!r} contains NaN, which has no deterministic "
+                                 "int8 value; clean the input first")
+            qp = quantize_any(part, t.scale, t.zero_point, self._exe)
+            if a.shape[0] <= step:
+                return qp
+            q = np.empty(a.shape, np.int8) if q is None else q
+            q[s:s + step] = to_host(qp)
+        return q
+
+    def _run_chunked(self, feeds, trace, extra):
+        """The backend on at most _chunk() samples at a time; outputs and trace joined."""
+        n, step = len(next(iter(feeds.values()))), self._chunk()
+        parts = []
+        for s in range(0, n, step):
+            chunk = feeds if n <= step else {k: v[s:s + step] for k, v in feeds.items()}
+            try:
+                parts.append(self._exe.run(chunk, trace=trace, **extra))
+            except MemoryError:
+                raise ResourceLimitError(f"out of memory running {min(step, n - s)} samples; "
+                                         "lower synapse_gpu.session.RUN_BYTES") from None
+        if len(parts) == 1:
+            return parts[0]
+        q_out = {k: _concat([p[0][k] for p in parts]) for k in parts[0][0]}
+        steps = [(node, tensor, _concat([p[1][i][2] for p in parts]))
+                 for i, (node, tensor, _) in enumerate(parts[0][1])] if trace else None
+        return q_out, steps
 
     def _output_as(self, name, q, output_type):
         t = next(t for t in self.graph.outputs if t.name == name)
@@ -307,8 +362,8 @@ class InferenceSession:
         if bad:
             raise InputError(f"unknown outputs {bad}; the model's outputs are {list(outs)}")
         feeds = self._quantized_feeds(input_feed)
-        q_out, steps = self._exe.run(feeds, trace=trace,
-                                     **({"device_outputs": True} if device_outputs else {}))
+        q_out, steps = self._run_chunked(feeds, trace,
+                                         {"device_outputs": True} if device_outputs else {})
         digest = run_digest(self.model_id, [(t.name, to_host(feeds[t.name])) for t in self.graph.inputs],
                             [(t.name, to_host(q_out[t.name])) for t in self.graph.outputs])
         entries = None
