@@ -81,11 +81,16 @@ def _x_range(node, zp_attr):
     return max(abs(-128 - z), abs(127 - z))
 
 
-def _conv_bound(node, s, p):
-    w = p["w"].astype(np.int64).reshape(p["w"].shape[0], -1)
-    wz = p["w_zero_point"].astype(np.int64).reshape(-1, 1)
-    return (np.abs(w - wz).sum(axis=1) * _x_range(node, "x_zero_point")
+def _weight_bound(node, w, p):
+    """Per output row of w (M, K): sum_k |w - w_zp| * max|x - x_zp| + |bias|. int16 holds
+    |w - w_zp| <= 255 (both int8, schema.py), so the temporaries are 2 bytes per weight."""
+    d = np.abs(w.astype(np.int16) - p["w_zero_point"].astype(np.int16).reshape(-1, 1))
+    return (d.sum(axis=1, dtype=np.int64) * _x_range(node, "x_zero_point")
             + np.abs(p["bias"].astype(np.int64)))
+
+
+def _conv_bound(node, s, p):
+    return _weight_bound(node, p["w"].reshape(p["w"].shape[0], -1), p)
 
 
 def _conv_reduction(node, s, p):
@@ -102,12 +107,7 @@ def _dense_shape(node, s, p):
 
 
 def _dense_bound(node, s, p):
-    w = p["w"].astype(np.int64)
-    if not node.attrs.get("trans_w"):
-        w = w.T
-    wz = p["w_zero_point"].astype(np.int64).reshape(-1, 1)
-    return (np.abs(w - wz).sum(axis=1) * _x_range(node, "x_zero_point")
-            + np.abs(p["bias"].astype(np.int64)))
+    return _weight_bound(node, p["w"] if node.attrs.get("trans_w") else p["w"].T, p)
 
 
 def _broadcast(node, shapes):
