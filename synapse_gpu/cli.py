@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -12,22 +13,21 @@ from .errors import InputError, SynapseError
 
 
 def _load_inputs(path, sess):
-    """.npy feeds the single input; .npz maps input names to arrays."""
-    names = [t.name for t in sess.graph.inputs]
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read input file {path}: {e}") from None
-    if isinstance(data, np.ndarray):
-        if len(names) != 1:
-            raise InputError(f"{path}: a .npy feeds one input; the model has {names} (use .npz)")
-        return {names[0]: data}
-    feeds = {k: data[k] for k in data.files if k in names}
-    if not feeds and len(names) == 1 and len(data.files) == 1:  # one array under any name
-        feeds = {names[0]: data[data.files[0]]}
-    if len(feeds) != len(names):
-        raise InputError(f"{path} holds {data.files}; the model's inputs are {names}")
+    """.npy feeds the single input; .npz maps input names to arrays (headers checked first)."""
+    from .npyio import load_feeds
+
+    feeds = load_feeds(path, [t.name for t in sess.graph.inputs])
+    sizes = {k: (v.shape[0] if v.ndim else None) for k, v in feeds.items()}
+    if None in sizes.values() or len(set(sizes.values())) != 1:
+        raise InputError(f"{path}: every input needs the same batch axis 0; got shapes "
+                         f"{ {k: list(v.shape) for k, v in feeds.items()} }")
     return feeds
+
+
+def _check_output_dir(path):
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise InputError(f"--output {path}: directory {d} does not exist; create it first")
 
 
 def _progress(total, enabled):
@@ -42,6 +42,8 @@ def cmd_run(args):
 
     sess = InferenceSession(args.model, device=args.device, strict=not args.no_strict,
                             verbose=args.verbose, max_cost=args.max_cost)
+    if args.output:
+        _check_output_dir(args.output)
     feeds = _load_inputs(args.input, sess)
     sess._quantized_feeds({k: v[:1] for k, v in feeds.items()})  # fail fast on names/shapes/dtypes
     n = len(next(iter(feeds.values())))
@@ -154,8 +156,23 @@ def cmd_demo(args):
     return run_demo(args.device)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line and exit 2 (argparse would print the whole usage first);
+    subcommand parsers inherit the class."""
+
+    def error(self, message):
+        print(f"synapse: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive_int(v):
+    if not v.strip().isdigit() or int(v) < 1:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a positive integer")
+    return int(v)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="synapse", description="Deterministic int8 inference: the same output bits on every "
         "CPU and GPU. Models: .syn (canonical Synapse file) or .onnx (imported on load).")
     p.add_argument("--version", action="version", version=f"synapse-gpu {__version__}")
@@ -223,9 +240,14 @@ def main(argv=None):
         return 2
     try:
         return args.func(args)
-    except SynapseError as e:
-        print(f"synapse: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+    except SynapseError as e:  # every user error: one line, exit 2
+        msg = f"{type(e).__name__}: {e}"
+    except OSError as e:  # a path that is missing, a directory or unreadable
+        msg = f"{e.filename}: {e.strerror}" if e.filename else str(e)
+    except MemoryError:
+        msg = "out of memory: use a smaller --batch-size"
+    print("synapse: error: " + " ".join(msg.split("\n")), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
