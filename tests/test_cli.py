@@ -60,9 +60,9 @@ def test_inspect_reports_model(files, capsys):
 def test_errors_are_one_line_not_tracebacks(files, capsys, tmp_path):
     d, _, _ = files
     np.save(tmp_path / "bad.npy", np.zeros((2, 1, 7, 8), np.float32))
-    assert main(["run", str(d / "m.syn"), "-i", str(tmp_path / "bad.npy"), "--device", "cpu"]) == 1
+    assert main(["run", str(d / "m.syn"), "-i", str(tmp_path / "bad.npy"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "ShapeError" in err and "Traceback" not in err
     (tmp_path / "junk.syn").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
-    assert main(["inspect", str(tmp_path / "junk.syn")]) == 1
+    assert main(["inspect", str(tmp_path / "junk.syn")]) == 2
     assert "ModelFormatError" in capsys.readouterr().err
