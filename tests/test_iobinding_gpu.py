@@ -183,6 +183,9 @@ class DevArray:
     def __len__(self):
         return len(self.a)
 
+    def __getitem__(self, key):  # slices (a chunked run), like any device array
+        return DevArray(self.a[key])
+
     def astype(self, t):
         return DevArray(self.a.astype(t))
 
