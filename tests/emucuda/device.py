@@ -105,9 +105,12 @@ def kernel_names(code):
     return _KERNEL.findall(code)
 
 
+SANITIZE = os.environ.get("EMUCUDA_SANITIZE", "")
+
+
 def _sanitize_flags():
-    s = os.environ.get("EMUCUDA_SANITIZE", "")
-    return [f"-fsanitize={s}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"] if s else []
+    return ([f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
+            if SANITIZE else [])
 
 
 def _flags():
@@ -226,10 +229,21 @@ class Kernel:
 # ---------------------------------------------------------------- memory
 
 class Allocation:
-    """Device memory: [guard][data, padded to ALIGN][guard], data poisoned at birth."""
+    """Device memory: [guard][data, padded to ALIGN][guard], data poisoned at birth.
+
+    Under $EMUCUDA_SANITIZE the data is instead an exact-size malloc, so that
+    AddressSanitizer's own red zones sit right at its ends (reads are caught too).
+    """
 
     def __init__(self, nbytes):
         self.nbytes = int(nbytes)
+        if SANITIZE:
+            self._raw = _libc().malloc(max(self.nbytes, 1))
+            buf = (ctypes.c_uint8 * max(self.nbytes, 1)).from_address(self._raw)
+            self.data = np.frombuffer(buf, np.uint8)[:self.nbytes]
+            self.data[:] = POISON_BYTE
+            self.ptr = self._raw
+            return
         self.padded = -(-max(self.nbytes, 1) // ALIGN) * ALIGN
         self._buf = np.empty(2 * GUARD + self.padded + ALIGN, np.uint8)
         start = -self._buf.ctypes.data % ALIGN + GUARD
@@ -240,12 +254,26 @@ class Allocation:
         self._after = self._buf[start + self.nbytes:start + self.padded + GUARD]
         self.ptr = self.data.ctypes.data
 
+    def __del__(self):
+        if SANITIZE and getattr(self, "_raw", None):
+            _libc().free(self._raw)
+
     def check_guards(self, culprit):
+        if SANITIZE:
+            return
         for zone, where in ((self._before, "before"), (self._after, "past the end of")):
             bad = np.flatnonzero(zone != GUARD_BYTE)
             if bad.size:
                 raise EmulatorError(f"{culprit} wrote {bad.size} byte(s) {where} an allocation of "
                                     f"{self.nbytes} bytes (guard zone)")
+
+
+@functools.lru_cache(maxsize=None)
+def _libc():
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    return libc
 
 
 # ---------------------------------------------------------------- streams
