@@ -2,9 +2,10 @@
 
 Kernel names and signatures against the op table, the argument packing of every
 op against the parsed .cu signatures, the lazy CuPy import, the DeviceError
-messages, and CupyDevice driven through a stand-in `cupy` module whose kernels
-are the host-compiled ones (tests/cuda_host): the code path a GPU takes, minus
-the GPU. test_cuda_gpu.py repeats the bit-exactness checks on a real device.
+messages, and CupyDevice's calls (compiles memoized, verbose notices, launch
+geometry, errors) through a minimal stand-in `cupy` whose kernels are the
+host-compiled ones. Bit-exactness on a device, streams and the real launch
+geometry are test_cuda_gpu.py's (a GPU, or the emulated device of tests/emucuda).
 """
 import subprocess
 import sys

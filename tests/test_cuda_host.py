@@ -1,10 +1,12 @@
 """The CUDA kernels' integer code, compiled for the host, against the numpy reference.
 
-cuda_kernels/*.cu are compiled with g++ through host_compat.h (tests/cuda_host),
-so the very functions the GPU runs (requantization helpers, per-output
-functions, kernel bodies) run here on the CPU, bit for bit. Single-op graphs
-and whole models go through the CUDA backend itself (lowering, argument
-packing, slots, launch order) on a host device. Needs g++, not a GPU.
+cuda_kernels/*.cu are compiled with g++ through host_compat.h (tests/cuda_host):
+the same source, with the host side of every `#ifdef __CUDA_ARCH__` (syn_bit_length's
+__builtin_clzll instead of __clzll) and a 1x1 grid, runs here on the CPU, bit for
+bit. Single-op graphs and whole models go through the CUDA backend's executable
+(lowering, argument packing, slots, launch order) on a host device. The device
+branches and the real launch geometry are tested by test_cuda_gpu.py (on the
+emulated device without a GPU). Needs g++, not a GPU.
 """
 import ctypes
 import shutil
