@@ -101,10 +101,15 @@ _ONNX_TYPES = {np.dtype(np.float32): "tensor(float)", np.dtype(np.int8): "tensor
                np.dtype(np.float16): "tensor(float16)", np.dtype(np.float64): "tensor(double)"}
 
 
-def _device_type(device_type):
+_NVIDIA = 0x10DE  # PCI vendor id: Synapse's 'cuda' is NVIDIA's
+
+
+def _device_type(device_type, vendor_id=-1):
     d = str(device_type).lower()
     if d not in ("cpu", "cuda"):
         raise DeviceError(f"device_type={device_type!r}: Synapse has 'cpu' and 'cuda'")
+    if int(vendor_id) not in (-1, 0, _NVIDIA):
+        raise DeviceError(f"vendor_id={vendor_id!r}: Synapse runs on NVIDIA GPUs ({_NVIDIA:#x})")
     return d
 
 
@@ -127,14 +132,18 @@ class OrtValue:
         self._array, self._device = array, (_device_type(device_type), int(device_id))
 
     @classmethod
-    def ortvalue_from_numpy(cls, numpy_obj, device_type="cpu", device_id=0):
-        if _device_type(device_type) == "cpu":
+    def ortvalue_from_numpy(cls, numpy_obj, /, device_type="cpu", device_id=0, vendor_id=-1):
+        if _device_type(device_type, vendor_id) == "cpu":
             return cls(np.asarray(numpy_obj), "cpu", device_id)
         return cls(_gpu(device_id, lambda cp: cp.asarray(numpy_obj)), "cuda", device_id)
 
     @classmethod
-    def ortvalue_from_shape_and_type(cls, shape, element_type, device_type="cpu", device_id=0):
-        if _device_type(device_type) == "cpu":
+    def ortvalue_from_shape_and_type(cls, shape, element_type, device_type="cpu", device_id=0,
+                                     vendor_id=-1, memory_info=None):
+        if memory_info is not None:
+            raise DeviceError("ortvalue_from_shape_and_type: memory_info is not supported; give "
+                              "device_type and device_id")
+        if _device_type(device_type, vendor_id) == "cpu":
             return cls(np.zeros(tuple(shape), element_type), "cpu", device_id)
         return cls(_gpu(device_id, lambda cp: cp.zeros(tuple(shape), element_type)), "cuda",
                    device_id)

@@ -365,6 +365,17 @@ class FakeGpuArray:
         return (2, 0)  # kDLCUDA
 
 
+def test_ortvalue_devices(model):
+    v = synapse_gpu.OrtValue.ortvalue_from_numpy(images(1), "cpu", 0, vendor_id=-1)
+    assert v.device_name() == "cpu" and v.is_tensor() and v.has_value()
+    with pytest.raises(DeviceError, match="vendor_id"):
+        synapse_gpu.OrtValue.ortvalue_from_numpy(images(1), "cuda", 0, vendor_id=0x1002)
+    with pytest.raises(DeviceError, match="device_type='dml'"):
+        synapse_gpu.OrtValue.ortvalue_from_shape_and_type([1], np.float32, "dml")
+    with pytest.raises(DeviceError, match="memory_info"):
+        synapse_gpu.OrtValue.ortvalue_from_shape_and_type([1], np.float32, memory_info=object())
+
+
 def test_gpu_array_on_a_cpu_session_is_refused(model):
     sess = synapse_gpu.InferenceSession(model[1], device="cpu")
     with pytest.raises(InputError, match="GPU memory.*CPU"):
