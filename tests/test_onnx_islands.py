@@ -148,3 +148,121 @@ def test_qlinear_constant_varying_along_space_is_one_error():
     with pytest.raises(UnsupportedOpError, match=r"\(op QLinearAdd\): a constant operand of shape "
                                                  r"\[3, 3\].*hint: fold"):
         import_onnx(_qlinear_const("QLinearAdd", (3, 3)))
+
+
+class G:
+    """A small QDQ graph builder: per-tensor int8 Q/DQ, DQ'd per-channel conv weights."""
+
+    def __init__(self, seed=0):
+        self.nodes, self.inits, self.rng, self.n = [], [], np.random.default_rng(seed), 0
+
+    def c(self, a):
+        self.n += 1
+        self.inits.append(numpy_helper.from_array(np.asarray(a), f"c{self.n}"))
+        return f"c{self.n}"
+
+    def op(self, op, ins, **attrs):
+        self.n += 1
+        out = f"{op.lower()}{self.n}"
+        self.nodes.append(helper.make_node(op, ins, [out], name=f"{op}{self.n}", **attrs))
+        return out
+
+    def qdq(self, x, s, z=0):
+        q = self.op("QuantizeLinear", [x, self.c(np.float32(s)), self.c(np.int8(z))])
+        return self.op("DequantizeLinear", [q, self.c(np.float32(s)), self.c(np.int8(z))])
+
+    def conv(self, x, cin, cout):
+        w = self.rng.integers(-127, 128, (cout, cin, 3, 3)).astype(np.int8)
+        s = self.rng.uniform(0.002, 0.01, cout).astype(np.float32)
+        wd = self.op("DequantizeLinear", [self.c(w), self.c(s), self.c(np.zeros(cout, np.int8))],
+                     axis=0)
+        return self.op("Conv", [x, wd], pads=[1, 1, 1, 1])
+
+    def model(self, x_shape, out):
+        g = helper.make_graph(self.nodes, "g", [helper.make_tensor_value_info("x", 1, x_shape)],
+                              [helper.make_tensor_value_info(out, 1, None)], self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        return m
+
+
+def _compare(m, x, scale, max_steps):
+    g = import_onnx(m)
+    ours = InferenceSession(g, device="cpu").run(None, {"x": x})[0]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the float graph
+    ref = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    steps = np.rint(np.abs(ours - ref) / np.float32(scale))
+    assert steps.max() <= max_steps, steps.max()
+    return g
+
+
+def test_residual_sum_relu_left_float_and_carried_into_the_next_sum():
+    # x -> conv -> Sum(., x) -> Relu -> r1; r1 -> Q -> conv -> Sum(., r1) -> Relu -> Q -> out:
+    # the float r1 feeds the second Sum directly (light_resnet50's QOperator pattern)
+    b = G(1)
+    x = b.qdq("x", 0.05)
+    c1 = b.qdq(b.conv(x, 4, 4), 0.06)
+    r1 = b.op("Relu", [b.op("Sum", [c1, x])])
+    c2 = b.qdq(b.conv(b.qdq(r1, 0.07, -128), 4, 4), 0.06)
+    r2 = b.op("Relu", [b.op("Sum", [c2, r1])])
+    out = b.op("DequantizeLinear", [b.op("QuantizeLinear", [r2, b.c(np.float32(0.1)),
+                                                            b.c(np.int8(-128))]),
+                                    b.c(np.float32(0.1)), b.c(np.int8(-128))])
+    m = b.model(["N", 4, 6, 6], out)
+    x = np.random.default_rng(2).normal(0, 1, (2, 4, 6, 6)).astype(np.float32)
+    g = _compare(m, x, 0.1, 2)
+    assert [n.op for n in g.nodes].count("add") == 2
+    assert f"{r1}: scale 0.07" in g.metadata["inferred_quantization"]  # read by its Q
+
+
+def test_concat_batchnorm_relu_global_pool_island():
+    # Concat -> BatchNormalization -> Relu -> GlobalAveragePool -> Q: densenet's tail
+    b = G(3)
+    x = b.qdq("x", 0.05)
+    a, c = b.qdq(b.conv(x, 3, 4), 0.04), b.qdq(b.conv(x, 3, 2), 0.03)
+    cat = b.op("Concat", [a, c], axis=1)
+    rng = np.random.default_rng(4)
+    bn = b.op("BatchNormalization", [cat] + [b.c(v.astype(np.float32)) for v in (
+        rng.uniform(0.5, 1, 6), rng.normal(0, 0.1, 6), rng.normal(0, 0.1, 6),
+        rng.uniform(0.5, 2, 6))])
+    gap = b.op("GlobalAveragePool", [b.op("Relu", [bn])])
+    out = b.qdq(gap, 0.01, -128)
+    m = b.model(["N", 3, 6, 6], out)
+    x = np.random.default_rng(5).normal(0, 1, (2, 3, 6, 6)).astype(np.float32)
+    g = _compare(m, x, 0.01, 3)
+    assert [n.op for n in g.nodes] == ["conv2d", "conv2d", "concat", "batchnorm",
+                                       "global_avg_pool"]
+    inferred = g.metadata["inferred_quantization"]
+    assert "(range Concat)" in inferred and "(through GlobalAveragePool)" in inferred
+
+
+def test_reshape_transpose_between_float_input_and_its_quantize():
+    b = G(6)
+    r = b.op("Reshape", ["x", b.c(np.array([0, 4, 9], np.int64))])
+    t = b.op("Transpose", [r], perm=[0, 2, 1])
+    out = b.op("DequantizeLinear", [b.op("QuantizeLinear", [t, b.c(np.float32(0.02)),
+                                                            b.c(np.int8(3))]),
+                                    b.c(np.float32(0.02)), b.c(np.int8(3))])
+    m = b.model(["N", 4, 3, 3], out)
+    x = np.random.default_rng(7).normal(0, 1, (3, 4, 3, 3)).astype(np.float32)
+    g = _compare(m, x, 0.02, 0)  # they commute with the quantize: exact
+    assert [n.op for n in g.nodes] == ["reshape", "transpose"]
+    assert (g.inputs[0].scale, g.inputs[0].zero_point) == (np.float32(0.02), 3)
+
+
+def test_op_fused_by_onnxruntimes_optimizer_says_so():
+    b = G(8)
+    x = b.qdq("x", 0.05)
+    w = b.rng.integers(-127, 128, (4, 4, 3, 3)).astype(np.int8)
+    wd = b.op("DequantizeLinear", [b.c(w), b.c(np.float32(0.01)), b.c(np.int8(0))])
+    b.n += 1
+    b.nodes.append(helper.make_node("FusedConv", [x, wd], ["fused"], name="FusedConv_0",
+                                    domain="com.microsoft", activation="Relu"))
+    out = b.qdq("fused", 0.1)
+    m = b.model(["N", 4, 5, 5], out)
+    m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    with pytest.raises(UnsupportedOpError, match=r"'FusedConv_0' \(op FusedConv\).*"
+                                                 r"quant_pre_process.*skip_optimization"):
+        import_onnx(m)

@@ -165,7 +165,7 @@ class _Importer(QOperatorOps, QDQOps, Int8Ops, unary.UnaryOps, reduce.ReduceOps)
         handler = getattr(self, f"_{'ms_' if domain else ''}{node.op_type}", None)
         if handler is None:
             self._fail(node, "has no Synapse integer implementation",
-                       "docs/onnx_import.md lists the supported ops", UnsupportedOpError)
+                       islands.unsupported_hint(node), UnsupportedOpError)
         if node.op_type in _MONOTONE and domain == "" and isinstance(ins[0], Pending):
             return [self._after_pending(node, ins[0], handler)]
         out = handler(node)

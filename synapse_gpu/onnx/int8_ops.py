@@ -65,6 +65,12 @@ class Int8Ops:
     def _Identity(self, node):
         return self._in(node, 0)
 
+    def _Dropout(self, node):
+        """Inference: the identity (the mask output, a training artefact, is refused)."""
+        if len(node.output) > 1 and node.output[1]:
+            self._fail(node, "the mask output is not supported", exc=UnsupportedOpError)
+        return self._in(node, 0)
+
     def _MaxPool(self, node, v=None):
         if len(node.output) > 1 and node.output[1]:
             self._fail(node, "the Indices output is not supported", exc=UnsupportedOpError)

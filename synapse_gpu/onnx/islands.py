@@ -56,7 +56,7 @@ PENDING_READERS = {"QuantizeLinear", "Relu", "Clip", "MaxPool", "Pad"} | LAYOUT_
 SCALE_KEEPING = {"Relu", "Clip", "MaxPool", "Pad", "AveragePool", "GlobalAveragePool"} | LAYOUT_OPS
 STATED = {"Softmax": (1 / 256, -128), "Sigmoid": (1 / 256, -128), "Tanh": (1 / 128, 0)}
 # Ops onnxruntime's graph optimizer (quant_pre_process) creates by fusion.
-ORT_FUSED = {"SpaceToDepth", "FusedConv", "FusedGemm", "FusedMatMul", "BiasGelu", "FastGelu",
+ORT_FUSED = {"FusedConv", "FusedGemm", "FusedMatMul", "BiasGelu", "FastGelu",
              "QuickGelu", "SkipLayerNormalization", "BiasSoftmax", "NhwcMaxPool"}
 
 
@@ -351,9 +351,14 @@ class _Pass:
             n, k = uses[0]
 
     def _unsupported(self, n):
-        hint = ("it is created by onnxruntime's graph optimizer (quant_pre_process fuses it): "
-                "run quant_pre_process with skip_optimization=True, then quantize again"
-                if n.op_type in ORT_FUSED else "docs/onnx_import.md lists the supported ops")
         raise UnsupportedOpError(
             f"node {label(n)!r} (op {n.op_type}): the first op of a float island that has no "
-            f"Synapse integer implementation; hint: {hint}")
+            f"Synapse integer implementation; hint: {unsupported_hint(n)}")
+
+
+def unsupported_hint(node):
+    """What a user can do about an op without an integer rule."""
+    if node.op_type in ORT_FUSED:
+        return ("this op is created by onnxruntime's graph optimizer (quant_pre_process fuses "
+                "it): run quant_pre_process with skip_optimization=True, then quantize again")
+    return "docs/onnx_import.md lists the supported ops"
