@@ -18,8 +18,8 @@ if not _os.path.isdir(_os.path.join(_here, "reference")):
 _LAZY = {
     "session": ("InferenceSession", "NodeArg", "RunResult", "TraceEntry", "ModelMetadata"),
     "options": ("SessionOptions", "RunOptions", "GraphOptimizationLevel", "ExecutionMode",
-                "ExecutionOrder"),
-    "providers": ("get_available_providers", "get_device"),
+                "ExecutionOrder", "set_default_logger_severity", "set_seed"),
+    "providers": ("get_available_providers", "get_device", "preload_dlls"),
     "arrays": ("OrtValue",),
     "iobinding": ("IOBinding",),
 }

@@ -176,3 +176,16 @@ def check_session_kwargs(kwargs):
                               "sess_options, providers, provider_options, disabled_optimizers, "
                               "enable_fallback, read_config_from_model; Synapse's are device, "
                               "strict, verbose, max_cost)")
+
+
+def set_default_logger_severity(level):
+    """onnxruntime's; accepted (0 verbose .. 4 fatal). Synapse's notices are Python
+    warnings: filter them with the warnings module; verbose output is InferenceSession's
+    verbose= (or log_severity_level 0 in the session options)."""
+    if int(level) not in range(5):
+        raise OptionError(f"set_default_logger_severity({level!r}): give 0 (verbose) to 4 (fatal)")
+
+
+def set_seed(seed):
+    """onnxruntime's; accepted: nothing in Synapse draws a random number."""
+    int(seed)

@@ -124,3 +124,7 @@ def resolve(device, providers, provider_options, no_cpu_fallback=False):
     if provider_options is not None:
         raise ProviderError("provider_options given without providers")
     return device or "auto", None, None
+
+
+def preload_dlls(cuda=True, cudnn=True, msvc=True, directory=None):
+    """onnxruntime's; nothing to do: CuPy loads the CUDA libraries, and Synapse uses no cuDNN."""

@@ -99,6 +99,8 @@ def both_on(target, pattern, *args):
 # ------------------------------------------------------------------ documented patterns
 
 def readme_pattern(rt, providers, path, x):
+    rt.set_default_logger_severity(3)
+    rt.set_seed(0)
     sess = rt.InferenceSession(path, providers=providers)
     input_name = sess.get_inputs()[0].name
     output_name = sess.get_outputs()[0].name
@@ -363,6 +365,12 @@ def test_torch_cpu_tensor(model):
 class FakeGpuArray:
     def __dlpack_device__(self):
         return (2, 0)  # kDLCUDA
+
+
+def test_module_functions():
+    synapse_gpu.preload_dlls()
+    with pytest.raises(OptionError, match="set_default_logger_severity"):
+        synapse_gpu.set_default_logger_severity(7)
 
 
 def test_ortvalue_devices(model):
