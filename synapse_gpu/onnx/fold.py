@@ -22,6 +22,9 @@ FOLDABLE = {"Constant", "Identity", "Cast", "Gather", "Unsqueeze", "Squeeze", "C
             "Reshape", "Flatten", "Transpose", "Add", "Sub", "Mul", "Div", "ConstantOfShape"}
 
 
+_DATA_INPUTS = {"Gather": 2, "Reshape": 2, "Slice": 3, "Add": 2, "Sub": 2, "Mul": 2, "Div": 2}
+
+
 def _fail(node, msg, exc=OnnxImportError):
     raise exc(f"node {label(node)!r} (op {node.op_type}): {msg}")
 
@@ -106,6 +109,9 @@ def fold(node, ins):
     """Evaluate `node` on constant inputs (numpy arrays or None); returns its outputs."""
     a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
     op = node.op_type
+    need = 0 if op == "Constant" else _DATA_INPUTS.get(op, 1)
+    if len(ins) < need or any(v is None for v in ins[:need]):  # e.g. an input named ''
+        _fail(node, f"needs {need} data inputs, has {[v is not None for v in ins]}", ModelFormatError)
     x = ins[0] if ins else None
     if op == "Constant":
         return [constant_value(node, a)]
