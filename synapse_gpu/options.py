@@ -174,8 +174,8 @@ def check_session_kwargs(kwargs):
         if k not in ("disabled_optimizers", "enable_fallback", "read_config_from_model"):
             raise OptionError(f"InferenceSession: unknown argument {k!r} (onnxruntime's are "
                               "sess_options, providers, provider_options, disabled_optimizers, "
-                              "enable_fallback, read_config_from_model; Synapse's are device, "
-                              "strict, verbose, max_cost)")
+                              "enable_fallback, read_config_from_model; Synapse's own are in "
+                              "help(synapse_gpu.InferenceSession))")
 
 
 def set_default_logger_severity(level):
