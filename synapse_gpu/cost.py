@@ -108,6 +108,12 @@ def _softmax(node, ins, out, params):
     return {"alu": 3 * e, "lookups": e, "requants": e}
 
 
+def _lrn(node, ins, out, params):
+    e = _elems(out)  # a square and an add per window tap; a binary search of the row
+    return {"macs": e * int(node.attrs["size"]),
+            "lookups": e * max(1, int(params["thresholds"].shape[1])).bit_length()}
+
+
 def _move(node, ins, out, params):
     return {}  # bytes only
 
@@ -129,6 +135,8 @@ _RULES = {
     "global_avg_pool": _global_pool,
     "concat": _per_element(requants=1),  # each input is rescaled to the output's scale
     "flatten": _move, "reshape": _move, "transpose": _move, "identity": _move, "pad": _move,
+    "take": _move,
+    "lrn": _lrn,
 }
 
 

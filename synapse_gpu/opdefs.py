@@ -15,6 +15,8 @@ import numpy as np
 from .errors import DtypeError, ModelFormatError, ShapeError, UnsupportedOpError
 from .reference.pool import output_size
 from .reference.softmax import EXP_ONE
+from .reference.lrn import MAX_SIZE as LRN_MAX_SIZE
+from .reference.take import take_shape_error
 from .schema import (ADD_FIXED, ADD_MULTIPLIER, ADD_SHIFT, AXIS, DIM, INT8, MAX_RANK, MULTIPLIER,
                      PAD, SHIFT, Int, Ints, Param, Str, attrs_error)
 
@@ -170,6 +172,24 @@ def _softmax_shape(node, s, p):
     return [s[0]]
 
 
+def _take_shape(node, s, p):
+    err = take_shape_error(s[0], p["indices"], node.attrs["sizes"])
+    if err:
+        fail(node, err)
+    return [(s[0][0], *node.attrs["sizes"])]
+
+
+def _lrn_shape(node, s, p):
+    t = p["thresholds"]
+    if len(s[0]) < 2 or p["start"].shape != (256,) or p["step"].shape != (256,) or \
+            t.ndim != 2 or t.shape[0] != 256 or t.shape[1] < 1:
+        fail(node, f"input {list(s[0])} needs a channel axis; start, step (256) and thresholds "
+                   f"(256, T >= 1), got {list(t.shape)}")
+    if (np.diff(t.astype(np.int64), axis=1) < 0).any():  # the backends binary-search rows
+        fail(node, "thresholds rows must be ascending", ModelFormatError)
+    return [s[0]]
+
+
 def _binary_shape(node, s, p):
     return [_broadcast(node, s)]
 
@@ -315,6 +335,11 @@ OPS = {d.name: d for d in [
     OpDef("reshape", {}, {"shape": Ints(-1, (1 << 31) - 1)}, _reshape_shape, compute=False),
     OpDef("transpose", {}, {"perm": Ints(0, MAX_RANK - 1)}, _transpose_shape, compute=False),
     OpDef("identity", {}, {}, _same, compute=False),
+    OpDef("lrn", {"start": Param((I8,)), "step": Param((I8,), -1, 1),
+                  "thresholds": Param((I32,), 0, (1 << 31) - 1)},
+          dict(size=Int(1, LRN_MAX_SIZE), x_zero_point=ZP, **Q), _lrn_shape),
+    OpDef("take", {"indices": Param((I32,))}, {"sizes": Ints(1, 1 << 28, max_len=MAX_RANK)},
+          _take_shape, compute=False),
     OpDef("concat", {}, dict(axis=Int(*AXIS), x_zero_points=Ints(*INT8, max_len=MAX_CONCAT),
                              multipliers=Ints(*MULTIPLIER, max_len=MAX_CONCAT),
                              shifts=Ints(*SHIFT, max_len=MAX_CONCAT), y_zero_point=ZP),

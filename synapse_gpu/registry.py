@@ -11,6 +11,8 @@ _MODULES = {
     "shape": ("flatten", "reshape", "transpose", "concat", "pad"),
     "tables": ("lut",),
     "softmax": ("softmax",),
+    "take": ("take",),
+    "lrn": ("lrn",),
 }
 
 

@@ -278,6 +278,23 @@ def _lower_transpose(node, S, P):
         Act(x), Table(table), Act(y), math.prod(S[y]), len(S[y])))]
 
 
+def _lower_take(node, S, P):
+    (x,), (y,) = node.inputs, node.outputs
+    return [Launch("take_v1", math.prod(S[y]), (
+        Act(x), Table((*S[y], *S[x])), Param(node.params["indices"], "int32"), Act(y),
+        math.prod(S[y]), len(S[y])))]
+
+
+def _lower_lrn(node, S, P):
+    a, (x,), (y,) = node.attrs, node.inputs, node.outputs
+    xs = S[x]
+    return [Launch("lrn_v1", math.prod(xs), (
+        Act(x), Param(node.params["start"], "int8"), Param(node.params["step"], "int8"),
+        Param(node.params["thresholds"], "int32"), Act(y), math.prod(xs), xs[1],
+        math.prod(xs[2:]), P["thresholds"].shape[1], int(a["size"]), int(a["x_zero_point"]),
+        *_qrange(a)))]
+
+
 def _lower_concat(node, S, P):
     a, (y,) = node.attrs, node.outputs
     ys = S[y]
@@ -313,6 +330,7 @@ LOWER = {
     "global_avg_pool": _lower_global_avg_pool,
     "flatten": _lower_copy, "reshape": _lower_copy, "identity": _lower_copy,
     "transpose": _lower_transpose, "concat": _lower_concat, "pad": _lower_pad,
+    "take": _lower_take, "lrn": _lower_lrn,
 }
 
 

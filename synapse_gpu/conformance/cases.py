@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import build
 from ..graph import GraphBuilder
+from ..reference.lrn import lrn_params
 
 
 def generated_int8(tag, shape):
@@ -127,6 +128,13 @@ CASES = [
     _unary("pad_edge", (2, 4, 4), lambda b, x: build.pad(b, x, [0, 0, 2, 1, 0, 0, 1, 2], "edge")),
     _unary("pad_reflect", (2, 4, 4), lambda b, x: build.pad(b, x, [0, 0, 1, 2, 0, 0, 2, 1],
                                                             "reflect")),
+    _unary("lrn", (6, 3, 3), lambda b, x: b.add_node(
+        "lrn", [x], attrs=dict(size=5, x_zero_point=b.quant[x][1]), params=lrn_params(
+            b.quant[x][0], b.quant[x][1], 0.02, -3, 5, 0.05, 0.75, 1.0, channels=6),
+        out_quant=(0.02, -3))),
+    _unary("take", (3, 5, 4), lambda b, x: b.add_node(  # a strided slice, a reversal, a repeat
+        "take", [x], attrs=dict(sizes=[2, 3, 6]), params=dict(indices=np.array(
+            [0, 2, 4, 2, 0, 0, 0, 1, 1, 3, 3], np.int32)), out_quant=b.quant[x])),
 ]
 
 # Input quantizations: varied zero points, both ends of the range included.

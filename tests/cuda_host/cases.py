@@ -246,6 +246,23 @@ def _plain(op, in_shape, **attrs):
     return make
 
 
+def _take(in_shape, lists):
+    """take along every per-sample axis: index lists (slices with steps, repeats, reversals)."""
+    def make(rng, zx, zy):
+        return single("take", [in_shape], {"sizes": [len(v) for v in lists]},
+                      {"indices": np.concatenate(lists).astype(np.int32)})
+    return make
+
+
+def _lrn(in_shape, size, alpha):
+    """lrn: channel windows clipped at both ends, zero points at both ends of the range."""
+    def make(rng, zx, zy):
+        from synapse_gpu.reference.lrn import lrn_params
+        p = lrn_params(0.05, zx, 0.03, zy, size, alpha, 0.75, 1.0, channels=in_shape[1])
+        return single("lrn", [in_shape], dict(size=size, x_zero_point=zx), p)
+    return make
+
+
 def _all_ops():
     cases = {}
     cases.update({f"conv_{k}": v for k, v in CONV.items()})
@@ -310,6 +327,10 @@ def _all_ops():
                                mode="constant", value=lambda zx, zy: zx),
         "pad_edge": _plain("pad", (-1, 2, 4, 3), pads=[0, 1, 2, 1, 0, 0, 1, 3], mode="edge"),
         "pad_reflect": _plain("pad", (-1, 3, 5), pads=[0, 1, 4, 0, 2, 3], mode="reflect"),
+        "lrn_2d": _lrn((-1, 7, 3, 4), 5, 0.05),
+        "lrn_1d_wide": _lrn((-1, 4, 5), 6, 0.2),
+        "take_slice_steps": _take((-1, 4, 7, 5), [[1, 2, 3], [6, 4, 2, 0], [0, 1, 2, 3, 4]]),
+        "take_repeat": _take((-1, 3, 4), [[2, 0, 2], [0, 0, 1, 1, 2, 2, 3, 3]]),
         "pad_reflect_wider_than_axis": _plain("pad", (-1, 2, 3, 1), pads=[0, 0, 5, 2, 0, 1, 4, 3],
                                               mode="reflect"),
     })
