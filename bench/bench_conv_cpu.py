@@ -1,12 +1,13 @@
-"""ResNet-50's conv layers: synapse_gpu's exact CPU conv vs onnxruntime's int8 QLinearConv.
+"""ResNet-50's conv layers: synapse_gpu's exact CPU convs vs onnxruntime's int8 QLinearConv.
 
 Every distinct conv shape of ResNet-50 v1.5 at batch 1, 224x224 input, run in one
-process through backends/cpu_conv.py (weights prepared once) and through a
-single-node onnxruntime QLinearConv model (CPU provider, default options,
-intra_op_num_threads = 2) on the same int8 data. For reference a third column times
-onnxruntime on the same reals as uint8 activations (values and zero points + 128),
-the activation type its x86 kernels are fastest with. Each layer's outputs must be
-equal bit for bit (both onnxruntime variants) before it is timed. Times are medians
+process through the float32-BLAS path (backends/cpu_conv.py), through the engine this
+machine's self-test admits (backends/cpu_engines.py), and through a single-node
+onnxruntime QLinearConv model (CPU provider, default options, intra_op_num_threads = 2)
+on the same int8 data and on the same reals as uint8 activations (values and zero
+points + 128), the activation type its x86 kernels are fastest with. The engine's
+outputs must equal the float path's bit for bit; the share equal to onnxruntime's is
+reported (its u8s8 kernels saturate on x86 without VNNI). Times are medians
 after warm-up, the engines timed in alternating blocks; the totals weight each shape
 by how many times ResNet-50 uses it (53 convs). The run reports how much CPU other
 processes took meanwhile: on a shared machine, only a quiet run's figures count.
@@ -25,9 +26,9 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from synapse_gpu.backends import cpu_conv
+from synapse_gpu.backends import cpu_conv, cpu_engines
 from synapse_gpu.reference.requant import quantize_multiplier
-from timing import QuietCheck, machine_line, median_times
+from timing import QuietCheck, load_line, machine_line, median_times
 
 F32 = np.float32
 
@@ -99,43 +100,59 @@ def make_layer(rng, C, M, H, k, s, zx):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="6 timed runs per layer, not 24")
+    ap.add_argument("--out", help="also write the table (markdown) here")
     args = ap.parse_args()
     warmup, rounds, reps = (2, 2, 3) if args.quick else (3, 4, 6)
-    print(machine_line())
+    lines = [machine_line()]
+    engine, report = cpu_engines.choose(max(C * k * k for _, C, _, _, k, _, _ in LAYERS))
+    lines.append("engine: " + "; ".join(report))
     rng = np.random.default_rng(2024)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
-    totals = np.zeros((3, 2))  # engine x (median, min), weighted by uses
+    totals = np.zeros((4, 2))  # (float path, engine, ORT int8, ORT uint8) x (median, min)
+    same = []
     with QuietCheck() as quiet:
-        print(f"{'layer':20s} {'out':>14s} {'uses':>4s} {'chunks':>6s} {'ours ms':>8s} "
-              f"{'ORT ms':>8s} {'ours/ORT':>8s} {'ORT-u8 ms':>9s}")
+        lines.append(f"{'layer':20s} {'out':>14s} {'uses':>4s} {'float ms':>8s} {'engine ms':>9s} "
+                     f"{'ORT-s8 ms':>9s} {'ORT-u8 ms':>9s} {'engine/ORT-u8':>13s} {'=ORT-u8':>8s}")
+        print(lines[-1])
         for name, C, M, H, k, s, uses in LAYERS:
             x, params, model_s8, model_u8 = make_layer(rng, C, M, H, k, s, -10 if k == 7 else -128)
             prepared = cpu_conv.prepare_conv(**params)
+            layer = prepared if engine is None else engine.conv(
+                cpu_conv.multiplier_f32(params["multiplier"], params["shift"]), **params)
             s8 = ort.InferenceSession(model_s8, so, providers=["CPUExecutionProvider"])
             u8 = ort.InferenceSession(model_u8, so, providers=["CPUExecutionProvider"])
             xu = (x.astype(np.int16) + 128).astype(np.uint8)
             ours = prepared(x)
-            for engine, y in (("int8", s8.run(None, {"x": x})[0]),
-                              ("uint8", (u8.run(None, {"x": xu})[0].astype(np.int16) - 128))):
-                if not np.array_equal(ours, y):
-                    raise AssertionError(f"{name}: {np.count_nonzero(ours != y)} of {y.size} "
-                                         f"outputs differ from onnxruntime's {engine} QLinearConv")
-            times = median_times([(lambda: prepared(x), 0.3), (lambda: s8.run(None, {"x": x}), 0.05),
+            if not np.array_equal(ours, layer(x)):
+                raise AssertionError(f"{name}: the engine and the float path differ")
+            # onnxruntime's u8s8 kernels saturate on x86 without VNNI: equality is reported
+            same.append((np.mean(ours == s8.run(None, {"x": x})[0]),
+                         np.mean(ours == u8.run(None, {"x": xu})[0].astype(np.int16) - 128)))
+            times = median_times([(lambda: prepared(x), 0.3), (lambda: layer(x), 0.05),
+                                  (lambda: s8.run(None, {"x": x}), 0.05),
                                   (lambda: u8.run(None, {"x": xu}), 0.05)], warmup, rounds, reps)
             totals += uses * np.array(times)
-            (t_ours, _), (t_ort, _), (t_u8, _) = times
-            print(f"{name:20s} {str(ours.shape[1:]):>14s} {uses:4d} "
-                  f"{len(prepared.gemm.splits) - 1:6d} {t_ours * 1e3:8.3f} {t_ort * 1e3:8.3f} "
-                  f"{t_ours / t_ort:8.2f} {t_u8 * 1e3:9.3f}")
-        (ours_t, ours_min), (ort_t, ort_min), (u8_t, u8_min) = totals
-        print(f"{'ResNet-50, 53 convs':20s} {'':14s} {'':4s} {'':6s} {ours_t * 1e3:8.2f} "
-              f"{ort_t * 1e3:8.2f} {ours_t / ort_t:8.2f} {u8_t * 1e3:9.2f}")
-        print("all outputs bit-identical to onnxruntime's QLinearConv (int8 and uint8)")
-    print(quiet.line())
-    print(f"total ours / ORT int8 = {ours_t / ort_t:.2f} (medians), {ours_min / ort_min:.2f} "
-          f"(best runs); ours / ORT uint8 = {ours_t / u8_t:.2f} (medians), "
-          f"{ours_min / u8_min:.2f} (best runs)")
+            (t_f, _), (t_e, _), (t_s8, _), (t_u8, _) = times
+            lines.append(f"{name:20s} {str(ours.shape[1:]):>14s} {uses:4d} {t_f * 1e3:8.3f} "
+                         f"{t_e * 1e3:9.3f} {t_s8 * 1e3:9.3f} {t_u8 * 1e3:9.3f} {t_e / t_u8:13.2f} "
+                         f"{same[-1][1]:8.1%}")
+            print(lines[-1], flush=True)
+        (f_t, f_min), (e_t, e_min), (s8_t, _), (u8_t, u8_min) = totals
+        lines.append(f"{'ResNet-50, 53 convs':20s} {'':14s} {'':4s} {f_t * 1e3:8.2f} {e_t * 1e3:9.2f} "
+                     f"{s8_t * 1e3:9.2f} {u8_t * 1e3:9.2f} {e_t / u8_t:13.2f}")
+    same = np.array(same)
+    lines += ["engine == float path on every layer (asserted); outputs equal to onnxruntime's: "
+              f"int8 QLinearConv {same[:, 0].min():.1%} to {same[:, 0].max():.1%} per layer, "
+              f"uint8 {same[:, 1].min():.1%} to {same[:, 1].max():.1%}",
+              quiet.line(), load_line(),
+              f"total engine / ORT uint8 = {e_t / u8_t:.2f} (medians), {e_min / u8_min:.2f} (best runs); "
+              f"float path / engine = {f_t / e_t:.2f}"]
+    print("\n".join(lines[-4:]))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("# ResNet-50 conv layers, CPU (bench/bench_conv_cpu.py)\n\n```\n"
+                    + "\n".join(lines) + "\n```\n")
 
 
 if __name__ == "__main__":

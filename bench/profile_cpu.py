@@ -4,7 +4,8 @@ Times every step of the CPU executable (the same steps `InferenceSession.run` ta
 median over runs, grouped by op (convs also by kernel size), and prints the engine
 the self-test admitted. Example (ResNet-50 from bench/bench_resnet50_cpu.py):
 
-    python bench/profile_cpu.py /tmp/synapse_resnet50/resnet50_QOperator.onnx --batch 1
+    python bench/profile_cpu.py /tmp/synapse_resnet50/resnet50_QOperator-uint8.onnx \
+        --batch 1,8 --out bench/results/profile_resnet50_cpu.md
 """
 import argparse
 import time
@@ -12,7 +13,7 @@ import time
 import numpy as np
 
 import synapse_gpu as sg
-from timing import QuietCheck, machine_line
+from timing import QuietCheck, load_line, machine_line
 
 
 def kind(node, buffers):
@@ -23,40 +24,48 @@ def kind(node, buffers):
     return node.op
 
 
+def profile(sess, batch, runs):
+    """Median seconds of each step of the CPU executable over `runs` runs (after one warm-up)."""
+    exe, spec = sess._exe, sess.graph.inputs[0]
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (batch,) + tuple(spec.shape[1:])).astype(np.int8)
+    times = np.zeros((runs, len(exe.steps)))
+    for r in range(runs + 1):
+        env = {spec.name: x}
+        for i, (node, fn) in enumerate(exe.steps):
+            t0 = time.perf_counter()
+            env[node.outputs[0]] = fn(*[env[t] for t in node.inputs])
+            if r:
+                times[r - 1, i] = time.perf_counter() - t0
+    return np.median(times, axis=0)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--batch", default="1,8", help="batch sizes, comma-separated")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--out", help="also write the table (markdown) here")
+    ap.add_argument("--out", help="also write the tables (markdown) here")
     args = ap.parse_args()
     sess = sg.InferenceSession(args.model, device="cpu")
     exe = sess._exe
-    spec = sess.graph.inputs[0]
-    rng = np.random.default_rng(0)
-    x = rng.integers(-128, 128, (args.batch,) + tuple(spec.shape[1:])).astype(np.int8)
-    times = np.zeros((args.runs, len(exe.steps)))
+    lines = [machine_line(), f"model: {args.model}",
+             f"engine: {exe.engine} ({'; '.join(exe.engine_report)})"]
     with QuietCheck() as quiet:
-        for r in range(args.runs + 1):
-            env = {spec.name: x}
-            for i, (node, fn) in enumerate(exe.steps):
-                t0 = time.perf_counter()
-                env[node.outputs[0]] = fn(*[env[t] for t in node.inputs])
-                if r:
-                    times[r - 1, i] = time.perf_counter() - t0
-    med = np.median(times, axis=0)
-    groups = {}
-    for (node, _), t in zip(exe.steps, med):
-        k = kind(node, sess.graph.buffers)
-        n, s = groups.get(k, (0, 0.0))
-        groups[k] = (n + 1, s + t)
-    total = med.sum()
-    lines = [machine_line(), f"model: {args.model}, batch {args.batch}, median of {args.runs} runs",
-             f"engine: {exe.engine} ({'; '.join(exe.engine_report)})", "",
-             "| op | nodes | ms | share |", "|---|---|---|---|"]
-    for k, (n, s) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
-        lines.append(f"| {k} | {n} | {s * 1e3:.2f} | {s / total:.0%} |")
-    lines += [f"| total (steps only) | {len(exe.steps)} | {total * 1e3:.2f} | 100% |", "", quiet.line()]
+        for batch in [int(b) for b in args.batch.split(",")]:
+            med = profile(sess, batch, args.runs)
+            groups = {}
+            for (node, _), t in zip(exe.steps, med):
+                k = kind(node, sess.graph.buffers)
+                n, s = groups.get(k, (0, 0.0))
+                groups[k] = (n + 1, s + t)
+            total = med.sum()
+            lines += ["", f"batch {batch}, median of {args.runs} runs per step:", "",
+                      "| op | nodes | ms | share |", "|---|---|---|---|"]
+            for k, (n, s) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
+                lines.append(f"| {k} | {n} | {s * 1e3:.2f} | {s / total:.0%} |")
+            lines.append(f"| total (steps only) | {len(exe.steps)} | {total * 1e3:.2f} | 100% |")
+    lines += ["", quiet.line(), load_line()]
     text = "\n".join(lines)
     print(text)
     if args.out:
