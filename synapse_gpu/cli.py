@@ -37,6 +37,10 @@ def _progress(total, enabled):
 
 
 def cmd_run(args):
+    if args.ray is not None:  # the distributed path lives in the optional extra
+        from .ray import cli_run
+
+        return cli_run(args)
     from .digest import run_digest
     from .session import InferenceSession
 
@@ -80,7 +84,11 @@ def cmd_run(args):
         for e in trace:
             print(f"  [{e.index:4d}] {e.node:<32} {e.op:<16} {str(list(e.shape)):<20} {e.digest}")
     if args.digest:
+        from .jobdigest import job_digest_of  # what `--ray` prints for the same records
+
         print(f"digest: {digest}")
+        print("job digest: " + job_digest_of(sess.model_id, [(k, np.concatenate(v)) for k, v in q_in.items()],
+                                            [(t.name, q_out[t.name]) for t in sess.graph.outputs]))
     return 0
 
 
@@ -189,7 +197,7 @@ def build_parser():
     r.add_argument("--input", "-i", required=True, help=".npy (single input) or .npz (by input name)")
     r.add_argument("--output", "-o", help="write outputs to this .npz (float32, or int8 with --int8)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    r.add_argument("--digest", action="store_true", help="print the run digest (sha256)")
+    r.add_argument("--digest", action="store_true", help="print the run digest and the job digest (sha256)")
     r.add_argument("--trace", action="store_true", help="print each node's output digest")
     r.add_argument("--int8", action="store_true", help="save int8 outputs instead of float32")
     r.add_argument("--batch-size", type=int, default=64, help="samples per run (default 64)")
@@ -198,6 +206,12 @@ def build_parser():
     r.add_argument("--max-cost", type=int, metavar="N", help="refuse a model whose deterministic "
                    "cost per sample exceeds N, before running (see `synapse inspect`)")
     r.add_argument("--verbose", "-v", action="store_true")
+    r.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="run on a Ray cluster (ADDRESS, else RAY_ADDRESS or a new local one): "
+                   "-o names a directory of resumable shards; prints the job digest (docs/ray.md)")
+    r.add_argument("--workers", type=int, help="with --ray: actors (default one per GPU, else per CPU)")
+    r.add_argument("--shard-size", type=int, default=4096,
+                   help="with --ray: records per output shard, a power of two (default 4096)")
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("inspect", help="ops, shapes, parameters, accumulator bounds, limits, model id")

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .digest import record_digests
 from .errors import InputError
 
 
@@ -54,6 +55,13 @@ def job_digest(model_id_hex, n, root):
     """The job digest (hex) from the model id, the record count and the tree root."""
     return _h(b"synapse-job-v1\0", bytes.fromhex(model_id_hex),
               int(n).to_bytes(8, "little"), root).hex()
+
+
+def job_digest_of(model_id_hex, inputs, outputs):
+    """The job digest of a single-process run (inputs/outputs as for digest.run_digest,
+    every record at once): what a distributed run of the same job must reproduce."""
+    d = record_digests(model_id_hex, inputs, outputs)
+    return job_digest(model_id_hex, len(d), merkle_root(d))
 
 
 def check_shard_size(shard_size):

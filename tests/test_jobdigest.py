@@ -1,5 +1,7 @@
 """Job digests (synapse_gpu/jobdigest.py) and per-record digests: pure Python, no Ray."""
 import hashlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,11 +9,10 @@ import pytest
 import synapse_gpu as sg
 from synapse_gpu.digest import record_digests, run_digest
 from synapse_gpu.errors import InputError
-from synapse_gpu.examples import __file__ as _examples
+from synapse_gpu.examples.tiny import tiny_cnn
 from synapse_gpu.jobdigest import (JobDigestBuilder, Tree, check_shard_size, combine, descend,
                                    job_digest, merkle_root)
 
-DIGITS = _examples.replace("__init__.py", "digits.syn")
 MID = "5a" * 32
 
 
@@ -94,18 +95,18 @@ def test_descend_finds_exactly_the_changed_records(changed):
 
 @pytest.fixture(scope="module")
 def digits():
-    sess = sg.InferenceSession(DIGITS, device="cpu")
-    x = np.load(DIGITS.replace("digits.syn", "digits_test.npz"))["images"][:97]
+    sess = sg.InferenceSession(tiny_cnn(seed=5), device="cpu")
+    x = np.random.default_rng(0).uniform(0, 1, (97, 1, 8, 8)).astype(np.float32)
     return sess, x
 
 
 def test_record_digest_is_the_run_digest_of_the_record_alone(digits):
     sess, x = digits
-    r = sess.run_full(None, {"images": x}, output_type="int8")
-    got = record_digests(sess.model_id, [("images", r.int8_inputs["images"])],
+    r = sess.run_full(None, {"input": x}, output_type="int8")
+    got = record_digests(sess.model_id, [("input", r.int8_inputs["input"])],
                          [("logits", r.int8_outputs["logits"])])
     for i in (0, 13, 96):
-        sess.run(None, {"images": x[i:i + 1]})
+        sess.run(None, {"input": x[i:i + 1]})
         assert got[i].hex() == sess.last_result.digest
 
 
@@ -115,9 +116,26 @@ def test_record_digests_do_not_depend_on_the_batch(digits, batch):
     sess, x = digits
     ds = []
     for s in range(0, len(x), batch):
-        r = sess.run_full(None, {"images": x[s:s + batch]}, output_type="int8")
-        ds += record_digests(sess.model_id, [("images", r.int8_inputs["images"])],
+        r = sess.run_full(None, {"input": x[s:s + batch]}, output_type="int8")
+        ds += record_digests(sess.model_id, [("input", r.int8_inputs["input"])],
                              [("logits", r.int8_outputs["logits"])])
-    whole = sess.run_full(None, {"images": x}, output_type="int8")
-    assert ds == record_digests(sess.model_id, [("images", whole.int8_inputs["images"])],
+    whole = sess.run_full(None, {"input": x}, output_type="int8")
+    assert ds == record_digests(sess.model_id, [("input", whole.int8_inputs["input"])],
                                 [("logits", whole.int8_outputs["logits"])])
+
+
+def test_the_core_never_imports_ray():
+    code = ("import sys, synapse_gpu.cli, synapse_gpu.session, synapse_gpu.jobdigest, "
+            "synapse_gpu.shards; synapse_gpu.cli.build_parser(); "
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'ray'], 'ray imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_ray_the_extra_says_how_to_install_it():
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "try:\n    import synapse_gpu.ray\n"
+            "except ImportError as e:\n"
+            "    from synapse_gpu.errors import SynapseError\n"
+            "    assert isinstance(e, SynapseError) and 'synapse-gpu[ray]' in str(e), e\n"
+            "else:\n    raise SystemExit('imported')")
+    subprocess.run([sys.executable, "-c", code], check=True)
