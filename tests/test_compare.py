@@ -123,16 +123,15 @@ def test_compare_against_onnxruntime_maps_every_node(capsys):
         assert c.first_divergent.cause in ("rule", "input")
 
 
-def test_cli_compare_and_trace(tmp_path, capsys):
-    x = np.load("synapse_gpu/examples/digits_test.npz")["images"][:2]
-    np.save(tmp_path / "x.npy", x)
-    syn = "synapse_gpu/examples/digits.syn"
+def test_cli_compare_and_trace(feeds, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", feeds["input"])
+    syn = "synapse_gpu/conformance/tiny_cnn.syn"
     assert main(["trace", syn, "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "t.json")]) == 0
     assert main(["compare", syn, "-i", str(tmp_path / "x.npy"), "--against",
                  str(tmp_path / "t.json")]) == 0
     assert main(["compare", syn, "-i", str(tmp_path / "x.npy"), "--against", "cpu", "--all"]) == 0
     out = capsys.readouterr().out
-    assert "all identical" in out and out.count("100%") >= 10
+    assert "all identical" in out and out.count("100%") >= 12
     rc = main(["compare", syn, "-i", str(tmp_path / "x.npy")])  # a .syn has no onnxruntime form
     err = capsys.readouterr().err
     assert rc != 0 and "needs the ONNX model" in err and "Traceback" not in err
@@ -150,11 +149,13 @@ def test_plot(feeds, tmp_path):
 
 
 @pytest.mark.slow
-def test_resnet50_qdq_vs_onnxruntime_first_divergent_node(tmp_path):
+def test_resnet50_qdq_vs_onnxruntime_first_divergent_node(tmp_path_factory):
     """Acceptance: QDQ ResNet-50 against onnxruntime, which runs some convs in float."""
     from synapse_gpu.examples.resnet50 import images, quantized_resnet50
 
-    path = quantized_resnet50(str(tmp_path), formats=("QDQ",))["QDQ"]
+    # one directory per pytest run: quantized_resnet50 reuses the files another test wrote there
+    out = tmp_path_factory.getbasetemp() / "resnet50_models"
+    path = quantized_resnet50(str(out), formats=("QDQ",))["QDQ"]
     c = compare(path, {"data": images(1, 7)}, "onnxruntime")
     print("\n" + c.verdict() + "\n" + c.table())
     assert sum(n.status != "missing" for n in c.nodes) >= 70  # of 73
