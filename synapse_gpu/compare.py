@@ -14,9 +14,9 @@ first differing element. A differing node is classified from its inputs:
 (the "fed the other side's inputs" check needs arrays on both sides; with
 digests only, every differing node after the first is "propagated").
 A node with no counterpart (onnxruntime keeps that tensor in float, or fused it
-away) is taken as identical when its inputs are only if it merely moves bytes
-(flatten, reshape, ...); after a computing node with no counterpart, what
-follows is "unknown" until a compared tensor settles it.
+away) counts as identical when its inputs are, but only if it merely moves bytes
+(flatten, reshape, ...); after a computing node with no counterpart, its
+readers' cause is "unknown".
 
 Sources: synapse on a device (tracefile.node_outputs), a trace file
 (tracefile.load), onnxruntime (compare_ort.py).
@@ -46,7 +46,7 @@ class NodeComparison:
     identical: float | None = None  # share of identical elements; None: digests only
     max_steps: int | None = None
     first_index: tuple | None = None  # first differing element, C order
-    cause: str | None = None  # "rule", "propagated", "unknown" when DIFFERS
+    cause: str | None = None  # when DIFFERS: rule, propagated, propagated+rule, unknown
     theirs_op: str | None = None  # how the other engine computed it, where known
 
 
@@ -171,7 +171,8 @@ def compare_steps(steps, input_names, ours, theirs, labels=("ours", "theirs"), n
         elif st == SAME:
             state[s.tensor] = SAME
         else:  # no counterpart: only a byte-moving op inherits its inputs' state
-            state[s.tensor] = upstream if not OPS[s.op].compute else None
+            moves_bytes = s.op in OPS and not OPS[s.op].compute
+            state[s.tensor] = upstream if moves_bytes else None
         nodes.append(NodeComparison(s.index, s.node, s.op, s.tensor, tuple(s.shape), st, ident,
                                     steps_, first, cause, how.get(s.tensor)))
     return Comparison(labels[0], labels[1], inputs, nodes, list(notes))
