@@ -100,6 +100,19 @@ def test_grid_rounded_down_is_caught(monkeypatch):
     assert _checks_fail(lambda: gpu_checks.check_batch_invariance("tiny_cnn")) == 1
 
 
+def test_launch_geometry_is_one_thread_per_output():
+    """ceil(n / BLOCK) blocks of BLOCK threads: a grid-stride kernel would hide a smaller grid."""
+    graph, feeds = cases.model_case("kitchen_sink", batch=37)
+    exe = cuda.prepare(graph, cases.traversal(graph))
+    log = cupy_standin.device().launches
+    log.clear()
+    exe.run(feeds)
+    want = [(fn._kernel.name, (-(-n // cuda.BLOCK), 1, 1), (cuda.BLOCK, 1, 1))
+            for todo in exe._plan.steps for kind, *step in todo if kind == "launch"
+            for fn, n, _ in [step]]
+    assert list(log) == want and len(want) >= 15
+
+
 def test_grid_rounded_down_with_bounds_checked_kernel_is_caught(mutate, monkeypatch):
     _relu_in_bounds_checked_style(mutate)
     monkeypatch.setattr(cuda_device, "grid_for", lambda n: max(1, n // cuda.BLOCK))

@@ -297,6 +297,7 @@ class Device:
         self.null = Stream(self, legacy=True)
         self.current = self.null
         self._seq = itertools.count()
+        self.launches = deque(maxlen=100_000)  # (kernel, grid, block) as issued, for tests
 
     def enqueue(self, stream, what, fn):
         stream.queue.append((next(self._seq), what, fn))
@@ -333,6 +334,7 @@ class Device:
             raise CUDADriverError(f"CUDA_ERROR_INVALID_VALUE: invalid argument (launch of "
                                   f"{kernel.name} with grid {grid}, block {block}, "
                                   f"shared_mem {shared_mem})")
+        self.launches.append((kernel.name, grid, block))
         if len(args) != len(kernel.params):
             raise EmulatorError(f"{kernel.name} takes {len(kernel.params)} arguments, "
                                 f"the launch passes {len(args)}")
