@@ -15,7 +15,7 @@ from synapse_gpu.graph import GraphBuilder
 from synapse_gpu.reference.requant import requant
 from synapse_gpu.validate import validate
 
-U8U8, U8S8 = cpu_engines.ENGINES
+U8S8, U8U8 = sorted(cpu_engines.ENGINES, key=lambda e: e.name)
 EXAMPLES = os.path.join(os.path.dirname(sg.__file__), "examples")
 
 
@@ -172,12 +172,13 @@ def mixed_net(seed=5):
 
 
 def _runs(g, x, monkeypatch):
-    """int8 outputs: engine u8u8, float path forced, and the plain reference ops."""
+    """int8 outputs: each engine forced first (a rejected one falls through to the next),
+    the float path forced, and the plain reference ops."""
     from synapse_gpu import registry
 
     rep = validate(g, strict=False)
     outs = {}
-    for name in ("onnxruntime-u8u8", cpu_engines.FLOAT):
+    for name in [e.name for e in cpu_engines.ENGINES] + [cpu_engines.FLOAT]:
         monkeypatch.setenv(cpu_engines.ENV, name)
         exe = cpu.prepare(g, rep.traversal)
         outs[exe.engine] = exe.run({g.inputs[0].name: x})[0][g.outputs[0].name]

@@ -1,14 +1,14 @@
 """Which exact GEMM engine runs conv and dense on this CPU: candidates, self-test, choice.
 
 Candidates, in order of preference (see `ENGINES`):
+- onnxruntime-u8s8: MLAS uint8 x int8, its fastest x86 path. With AVX-512 VNNI /
+  AVX-VNNI it accumulates straight into int32 and is exact; on plain AVX2 it sums
+  pairs of products into int16 with saturation (vpmaddubsw) and is NOT exact
+  (2 * 255 * 128 > 32767; onnxruntime issue #14642): there the self-test rejects it at
+  its first cases, in a few milliseconds.
 - onnxruntime-u8u8: MLAS uint8 x uint8 (weights shifted by 128). Its x86 kernels widen
   to 16 bits and multiply-add pairs into int32 (vpmaddwd): no saturation anywhere.
-  Measured here (AVX2, no VNNI) at 4-5x the float32 path on ResNet-50's convs.
-- onnxruntime-u8s8: MLAS uint8 x int8. With AVX-512 VNNI / AVX-VNNI it accumulates
-  straight into int32 and is exact; on plain AVX2 it sums pairs of products into
-  int16 with saturation (vpmaddubsw) and is NOT exact (2 * 255 * 128 > 32767;
-  onnxruntime issue #14642). Second because ConvInteger with int8 weights takes a
-  slow path (measured 5x slower than u8u8 here).
+  Measured on a 2-core AVX2 EPYC: 4-5x the float32 path on ResNet-50's convs.
 - float32-blas: cpu_conv.py's chunked float32 BLAS, exact by proof (cpu_gemm.py):
   always admitted, the fallback.
 
@@ -46,7 +46,7 @@ class OrtEngine:
         return cpu_ort.dense_layer(self.weight_dtype, M32, fused, **params)
 
 
-ENGINES = [OrtEngine("onnxruntime-u8u8", np.uint8), OrtEngine("onnxruntime-u8s8", np.int8)]
+ENGINES = [OrtEngine("onnxruntime-u8s8", np.int8), OrtEngine("onnxruntime-u8u8", np.uint8)]
 _results = {}  # (engine name, reduction bucket) -> (admitted, detail)
 
 
