@@ -90,6 +90,8 @@ def load_model(path) -> Graph:
         raise ModelFormatError(f"cannot read model file {path}: {e.strerror}") from None
     if size > MAX_FILE_BYTES:
         raise ModelFormatError(f"{path}: {size} bytes is larger than any valid model")
+    if not os.path.isfile(path):
+        raise ModelFormatError(f"{path} is not a file (a directory?); give a .syn model file")
     try:
         with safe_open(str(path), framework="numpy") as f:
             raw = (f.metadata() or {}).get("synapse")
@@ -110,6 +112,8 @@ def load_model(path) -> Graph:
             buffers = {k: f.get_tensor(k) for k in f.keys()}
     except SafetensorError as e:
         raise ModelFormatError(f"{path}: corrupted or truncated model file ({e})") from None
+    except OSError as e:
+        raise ModelFormatError(f"cannot read model file {path}: {e.strerror or e}") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ModelFormatError(f"{path}: metadata is not valid JSON ({type(e).__name__}: "
                                f"{str(e)[:200]})") from None

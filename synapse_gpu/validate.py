@@ -35,11 +35,13 @@ class Limits:
     """Static resource bounds per sample, checked at load before any allocation.
 
     activation_bytes: the planned int8 activation slots of one sample (Traversal);
-    ResNet-50 at 224x224 needs about 2.4 MiB. work: the deterministic cost per
-    sample (cost.py; ResNet-50: about 4.2e9). None disables a bound.
+    ResNet-50 at 224x224 needs about 2.4 MiB. The CPU path's temporaries reach ~128
+    bytes per element of a tensor (session.CPU_BYTES_PER_ELEMENT), so 64 MiB keeps one
+    sample within a few GiB. work: the deterministic cost per sample (cost.py;
+    ResNet-50: about 4.2e9). None disables a bound.
     """
 
-    activation_bytes: int | None = 256 << 20
+    activation_bytes: int | None = 64 << 20
     work: int | None = 1 << 36
 
 
