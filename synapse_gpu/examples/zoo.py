@@ -113,21 +113,30 @@ def input_name(path):
 
 
 def quantized(name, formats=FORMATS, seed=0):
-    """{format: path} of the quantized files (and "float": the preprocessed float model),
-    generated into cache_dir() on first use."""
+    """{format: path} of the quantized light model (and "float": the preprocessed float
+    model), generated into cache_dir() on first use."""
     import onnx
+
+    out = os.path.join(cache_dir(), name)
+    os.makedirs(out, exist_ok=True)
+    src = os.path.join(out, "f32.onnx")
+    if not os.path.exists(os.path.join(out, "f32_pre.onnx")):
+        onnx.save(float_model(name, seed), src)
+    return quantize_file(src, out, formats)
+
+
+def quantize_file(src, out, formats=FORMATS):
+    """quant_pre_process, then quantize_static per-channel QInt8 with CALIB_IMAGES seeded
+    224x224 images, into out/f32_pre.onnx and out/<format>.onnx (kept if present)."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    out = os.path.join(cache_dir(), name)
-    os.makedirs(out, exist_ok=True)
-    f32, pre = os.path.join(out, "f32.onnx"), os.path.join(out, "f32_pre.onnx")
+    pre = os.path.join(out, "f32_pre.onnx")
     if not os.path.exists(pre):
-        onnx.save(float_model(name, seed), f32)
-        quant_pre_process(f32, pre + ".tmp", skip_symbolic_shape=True)
+        quant_pre_process(src, pre + ".tmp", skip_symbolic_shape=True)
         os.replace(pre + ".tmp", pre)
-        os.remove(f32)
+        os.remove(src)
     calib = images(CALIB_IMAGES, 1)
     feed = input_name(pre)
 

@@ -1,0 +1,113 @@
+"""The zoo table: quantized public architectures through Synapse and onnxruntime.
+
+    python bench/zoo.py                      # the nine light_* models (tests/test_zoo.py's)
+    python bench/zoo.py --torchvision        # + torchvision architectures (needs torch,
+                                             #   torchvision: a separate venv, not CI)
+    python bench/zoo.py --models resnet50 squeezenet --images 2
+
+Each model: seeded random weights, quant_pre_process, quantize_static per-channel QInt8 to
+QDQ and QOperator (synapse_gpu/examples/zoo.py; files cached in zoo.cache_dir()), then per
+format: does it import, the share of output codes identical to onnxruntime on the same
+file, the largest difference in steps, top-1 agreement, and the time ratio (Synapse CPU,
+one batch of all images / onnxruntime CPU, the same images). Writes bench/results/zoo.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from synapse_gpu.errors import SynapseError  # noqa: E402
+from synapse_gpu.examples import zoo  # noqa: E402
+from synapse_gpu.onnx.importer import import_onnx  # noqa: E402
+
+TORCHVISION = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
+               "regnet_y_400mf", "shufflenet_v2_x1_0", "squeezenet1_1", "googlenet",
+               "mnasnet0_5", "densenet121", "convnext_tiny", "vit_b_16")
+
+
+def torchvision_paths(name, formats=zoo.FORMATS):
+    """Export a torchvision architecture (seeded weights, batch 1, opset 17) and quantize
+    it like the light models."""
+    import onnx
+    import torch
+    import torchvision
+
+    out = os.path.join(zoo.cache_dir(), f"tv-{name}")
+    os.makedirs(out, exist_ok=True)
+    src = os.path.join(out, "export.onnx")
+    if not os.path.exists(src):
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, name)(weights=None).eval()
+        torch.onnx.export(model, torch.zeros(1, 3, 224, 224), src, input_names=["x"],
+                          output_names=["logits"], opset_version=17, dynamo=False)
+        onnx.save(onnx.load(src), src)  # external data folded back in
+    return zoo.quantize_file(src, out, formats)
+
+
+def row(name, fmt, path, x):
+    try:
+        graph = import_onnx(path)
+    except SynapseError as e:
+        return [name, fmt, f"no: {type(e).__name__}: {str(e)[:90]}", "", "", "", ""]
+    ours, t_ours = zoo.run_synapse(graph, x, len(x))
+    ref, t_ref = zoo.run_onnxruntime(path, graph, x)
+    d = np.abs(ours.astype(np.int64) - ref)
+    top1 = (ours.reshape(len(x), -1).argmax(1) == ref.reshape(len(x), -1).argmax(1)).mean()
+    return [name, fmt, "yes", f"{100 * (d == 0).mean():.2f}%", str(int(d.max())),
+            f"{int(round(top1 * len(x)))}/{len(x)}", f"{t_ours / t_ref:.2f}"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="*", default=list(zoo.LIGHT))
+    ap.add_argument("--torchvision", action="store_true")
+    ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "zoo.md"))
+    args = ap.parse_args()
+    x = zoo.images(args.images, 7)
+    rows, t0 = [], time.time()
+    jobs = [(m, zoo.quantized) for m in args.models]
+    if args.torchvision:
+        jobs += [(m, torchvision_paths) for m in TORCHVISION]
+    for name, make in jobs:
+        try:
+            paths = make(name)
+        except Exception as e:  # a model the exporter or the quantizer cannot handle
+            rows.append([name, "-", f"not quantized: {type(e).__name__}: {str(e)[:80]}"] +
+                        [""] * 4)
+            continue
+        for fmt in zoo.FORMATS:
+            rows.append(row(name, fmt, paths[fmt], x))
+            print(" | ".join(rows[-1]), flush=True)
+    import onnxruntime
+    head = ["model", "format", "imports", "identical to onnxruntime", "max steps",
+            "top-1 agreement", "time ratio (Synapse / ORT)"]
+    lines = [
+        "# Zoo: quantized public architectures, Synapse vs onnxruntime", "",
+        f"Command: `python bench/zoo.py {' '.join(sys.argv[1:])}`".rstrip() + f" ({args.images} "
+        f"images, {time.time() - t0:.0f} s). Machine: {platform.processor() or platform.machine()}"
+        f", {os.cpu_count()} cores, shared with other jobs (time ratios are rough); onnxruntime "
+        f"{onnxruntime.__version__}, CPU provider.", "",
+        "Output codes compared on the model's own output (the Softmax of the light models: "
+        "most codes sit at the bottom of the range, so 'identical' is high whenever top-1 "
+        "agrees). onnxruntime computes float islands (a Sum the quantizer left float) and "
+        "unfused QDQ groups in float32, so those models cannot be bit-identical; QOperator "
+        "models whose every tensor is quantized are (tests/test_onnx_exact.py, "
+        "tests/test_onnx_resnet.py).", "",
+        "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
