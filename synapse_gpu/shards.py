@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
-from .jobdigest import merkle_root
+from .jobdigest import Tree, descend, merkle_root
 
 MANIFEST = "job.json"
 FORMAT = "synapse-job-shards-v1"
@@ -168,12 +168,28 @@ def write_manifest(out_dir, manifest):
     os.replace(path + ".tmp", path)
 
 
-def read_outputs(out_dir):
-    """The job's int8 outputs in record order, concatenated from its shards."""
-    with open(os.path.join(out_dir, MANIFEST)) as f:
-        m = json.load(f)
-    n_shards = -(-m["records"] // m["shard_size"])
-    shards = [read_shard(out_dir, s) for s in range(n_shards)]
+def _shards(out_dir):
+    try:
+        with open(os.path.join(out_dir, MANIFEST)) as f:
+            m = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{out_dir} is not a job's output directory ({e})") from None
+    shards = [read_shard(out_dir, s) for s in range(-(-m["records"] // m["shard_size"]))]
     if any(sh is None or merkle_root(sh.digests) != sh.root for sh in shards):
         raise InputError(f"{out_dir}: shards missing or damaged; rerun the job to complete it")
+    return shards
+
+
+def read_outputs(out_dir):
+    """The job's int8 outputs in record order, concatenated from its shards."""
+    shards = _shards(out_dir)
     return {k: np.concatenate([sh.outputs[k] for sh in shards]) for k in shards[0].outputs}
+
+
+def differing_records(dir_a, dir_b):
+    """Record ids whose digests differ between two finished jobs over the same records,
+    found by descending the two Merkle trees from their roots."""
+    a, b = ([d for sh in _shards(x) for d in sh.digests] for x in (dir_a, dir_b))
+    if len(a) != len(b):
+        raise InputError(f"{dir_a} has {len(a)} records, {dir_b} has {len(b)}: not the same job")
+    return descend(len(a), Tree(a).node, Tree(b).node)

@@ -12,6 +12,7 @@ from synapse_gpu.errors import InputError
 from synapse_gpu.examples.tiny import tiny_cnn
 from synapse_gpu.jobdigest import (JobDigestBuilder, Tree, check_shard_size, combine, descend,
                                    job_digest, merkle_root)
+from synapse_gpu.shards import Shard, differing_records, write_manifest, write_shard
 
 MID = "5a" * 32
 
@@ -139,3 +140,26 @@ def test_without_ray_the_extra_says_how_to_install_it():
             "    assert isinstance(e, SynapseError) and 'synapse-gpu[ray]' in str(e), e\n"
             "else:\n    raise SystemExit('imported')")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_differing_records_of_two_job_directories(tmp_path):
+    def job(name, digests):
+        d = tmp_path / name
+        d.mkdir()
+        write_manifest(d, {"records": len(digests), "shard_size": 4})
+        for s in range(0, len(digests), 4):
+            part = digests[s:s + 4]
+            write_shard(d, s // 4, Shard(s, {"y": np.zeros((len(part), 2), np.int8)}, part,
+                                         merkle_root(part)))
+        return d
+
+    a = _digests(10)
+    b = list(a)
+    b[6] = b[7] = bytes(32)
+    assert differing_records(job("a", a), job("b", b)) == [6, 7]
+    assert differing_records(tmp_path / "a", tmp_path / "a") == []
+    with pytest.raises(InputError, match="not the same job"):
+        differing_records(tmp_path / "a", job("c", a[:9]))
+    (tmp_path / "b" / "shard-0000001.npz").unlink()
+    with pytest.raises(InputError, match="missing or damaged"):
+        differing_records(tmp_path / "a", tmp_path / "b")
