@@ -330,8 +330,11 @@ class QDQOps:
         if op == "Div" and not c.all():
             self._fail(node, "divides by a constant with zero entries", exc=ModelFormatError)
         one, zero = np.ones_like(c), np.zeros_like(c)
-        gain, offset = {"Add": (one, c), "Mul": (c, zero),
-                        "Sub": (one, -c) if ci == 1 else (-one, c)}.get(op, (1 / c, zero))
+        if op == "Div":
+            gain, offset = 1 / c, zero
+        else:
+            gain, offset = {"Add": (one, c), "Mul": (c, zero),
+                            "Sub": (one, -c) if ci == 1 else (-one, c)}[op]
 
         def emit(ys, yz, qmin, qmax):
             return self._affine(node, self._deq_t(x), gain, offset, ys, yz, qmin, qmax)
