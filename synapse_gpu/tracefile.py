@@ -1,7 +1,7 @@
 """Trace files: every node's output digest of one run, written on one machine and
 compared on another without moving tensors (`synapse trace`, `synapse diff`).
 
-File layout (docs/SPEC.md, "Trace file"): UTF-8 JSON, keys sorted,
+File layout (docs/SPEC.md, "Trace file"): UTF-8 JSON, keys sorted (one node per line),
     {"format": "synapse-trace", "version": 1,
      "model_id": hex, "device": str, "batch": int, "run_digest": hex,
      "inputs":  [{"name", "shape", "digest"}],            graph inputs (int8, after the boundary)
@@ -137,8 +137,20 @@ def save(trace, path):
         npz = os.path.splitext(os.path.basename(path))[0] + ".npz"
         np.savez(os.path.join(os.path.dirname(os.path.abspath(path)), npz), **trace.tensors)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(to_doc(trace, npz), f, sort_keys=True, indent=1)
-        f.write("\n")
+        f.write(dumps(to_doc(trace, npz)) + "\n")
+
+
+def dumps(doc, indent=""):
+    """JSON with sorted keys, one short object per line (a node per line: a text diff of
+    two trace files shows the differing nodes' lines)."""
+    flat = json.dumps(doc, sort_keys=True)
+    if len(flat) <= 240 or not isinstance(doc, (dict, list)):
+        return flat
+    inner = indent + " "
+    if isinstance(doc, dict):
+        items = [f"{inner}{json.dumps(k)}: {dumps(v, inner)}" for k, v in sorted(doc.items())]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    return "[\n" + ",\n".join(inner + dumps(v, inner) for v in doc) + "\n" + indent + "]"
 
 
 def load(path):
