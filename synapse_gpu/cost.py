@@ -114,6 +114,11 @@ def _lrn(node, ins, out, params):
             "lookups": e * max(1, int(params["thresholds"].shape[1])).bit_length()}
 
 
+def _layernorm(node, ins, out, params):
+    e = _elems(out)  # the row's two sums, the centred value, the square root and rescale
+    return {"alu": 4 * e, "macs": 2 * e, "requants": e}
+
+
 def _move(node, ins, out, params):
     return {}  # bytes only
 
@@ -137,6 +142,7 @@ _RULES = {
     "flatten": _move, "reshape": _move, "transpose": _move, "identity": _move, "pad": _move,
     "take": _move,
     "lrn": _lrn,
+    "layernorm": _layernorm,
 }
 
 

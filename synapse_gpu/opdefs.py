@@ -15,6 +15,7 @@ import numpy as np
 from .errors import DtypeError, ModelFormatError, ShapeError, UnsupportedOpError
 from .reference.pool import output_size
 from .reference.softmax import EXP_ONE
+from .reference.layernorm import MAX_N as LN_MAX_N
 from .reference.lrn import MAX_SIZE as LRN_MAX_SIZE
 from .reference.take import take_shape_error
 from .schema import (ADD_FIXED, ADD_MULTIPLIER, ADD_SHIFT, AXIS, DIM, INT8, MAX_RANK, MULTIPLIER,
@@ -190,6 +191,17 @@ def _lrn_shape(node, s, p):
     return [s[0]]
 
 
+def _layernorm_shape(node, s, p):
+    x, axis = s[0], int(node.attrs["axis"])
+    if not 1 <= axis % len(x) < len(x):
+        fail(node, f"axis {axis} must be a non-batch axis of {list(x)}")
+    n = math.prod(x[axis % len(x):])
+    if n > LN_MAX_N or p["g"].shape != (n,) or p["b"].shape != (n,):
+        fail(node, f"normalizes {n} elements (at most {LN_MAX_N}); g and b need shape [{n}], "
+                   f"got {list(p['g'].shape)}, {list(p['b'].shape)}")
+    return [x]
+
+
 def _binary_shape(node, s, p):
     return [_broadcast(node, s)]
 
@@ -338,6 +350,10 @@ OPS = {d.name: d for d in [
     OpDef("lrn", {"start": Param((I8,)), "step": Param((I8,), -1, 1),
                   "thresholds": Param((I32,), 0, (1 << 31) - 1)},
           dict(size=Int(1, LRN_MAX_SIZE), x_zero_point=ZP, **Q), _lrn_shape),
+    OpDef("layernorm", {"g": Param((I32,), -(1 << 24), 1 << 24),
+                        "b": Param((I64,), -(1 << 47), 1 << 47)},
+          dict(axis=Int(*AXIS), eps_term=Int(0, (1 << 50) - 1), shift=Int(0, 22),
+               **_xy("x_zero_point", "y_zero_point"), **Q), _layernorm_shape),
     OpDef("take", {"indices": Param((I32,))}, {"sizes": Ints(1, 1 << 28, max_len=MAX_RANK)},
           _take_shape, compute=False),
     OpDef("concat", {}, dict(axis=Int(*AXIS), x_zero_points=Ints(*INT8, max_len=MAX_CONCAT),

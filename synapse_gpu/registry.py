@@ -13,6 +13,7 @@ _MODULES = {
     "softmax": ("softmax",),
     "take": ("take",),
     "lrn": ("lrn",),
+    "layernorm": ("layernorm",),
 }
 
 

@@ -295,6 +295,15 @@ def _lower_lrn(node, S, P):
         *_qrange(a)))]
 
 
+def _lower_layernorm(node, S, P):
+    a, (x,), (y,) = node.attrs, node.inputs, node.outputs
+    xs = S[x]
+    return [Launch("layernorm_v1", math.prod(xs), (
+        Act(x), Param(node.params["g"], "int32"), Param(node.params["b"], "int64"), Act(y),
+        math.prod(xs), math.prod(xs[int(a["axis"]) % len(xs):]), int(a["eps_term"]),
+        int(a["shift"]), int(a["x_zero_point"]), int(a["y_zero_point"]), *_qrange(a)))]
+
+
 def _lower_concat(node, S, P):
     a, (y,) = node.attrs, node.outputs
     ys = S[y]
@@ -330,7 +339,7 @@ LOWER = {
     "global_avg_pool": _lower_global_avg_pool,
     "flatten": _lower_copy, "reshape": _lower_copy, "identity": _lower_copy,
     "transpose": _lower_transpose, "concat": _lower_concat, "pad": _lower_pad,
-    "take": _lower_take, "lrn": _lower_lrn,
+    "take": _lower_take, "lrn": _lower_lrn, "layernorm": _lower_layernorm,
 }
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import build
 from ..graph import GraphBuilder
+from ..reference.layernorm import layernorm_params
 from ..reference.lrn import lrn_params
 
 
@@ -46,6 +47,11 @@ def _bias(case, n):
 
 def _scales(case, n):
     return 0.002 + (generated_int8(f"{case}/scale", (n,)).astype(np.float32) + 128) / 256 * 0.006
+
+
+def _ln_params(s_x):
+    w = generated_int8("layernorm/gamma", (16,)).astype(np.float32) / 64
+    return layernorm_params(w, generated_int8("layernorm/beta", (16,)) / 256, 1e-5, s_x, 0.03)
 
 
 def _conv(name, in_shape, w_shape, **kw):
@@ -128,6 +134,10 @@ CASES = [
     _unary("pad_edge", (2, 4, 4), lambda b, x: build.pad(b, x, [0, 0, 2, 1, 0, 0, 1, 2], "edge")),
     _unary("pad_reflect", (2, 4, 4), lambda b, x: build.pad(b, x, [0, 0, 1, 2, 0, 0, 2, 1],
                                                             "reflect")),
+    _unary("layernorm", (5, 16), lambda b, x: b.add_node(
+        "layernorm", [x], attrs=dict(axis=2, x_zero_point=b.quant[x][1], y_zero_point=4,
+                                     **_ln_params(b.quant[x][0])[1]),
+        params=_ln_params(b.quant[x][0])[0], out_quant=(0.03, 4))),
     _unary("lrn", (6, 3, 3), lambda b, x: b.add_node(
         "lrn", [x], attrs=dict(size=5, x_zero_point=b.quant[x][1]), params=lrn_params(
             b.quant[x][0], b.quant[x][1], 0.02, -3, 5, 0.05, 0.75, 1.0, channels=6),

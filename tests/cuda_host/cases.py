@@ -263,6 +263,17 @@ def _lrn(in_shape, size, alpha):
     return make
 
 
+def _layernorm(in_shape, axis):
+    """layernorm over the trailing axes, gains of both signs, a constant row included."""
+    def make(rng, zx, zy):
+        from synapse_gpu.reference.layernorm import layernorm_params
+        n = math.prod(in_shape[axis:])
+        p, a = layernorm_params(rng.uniform(-2, 2, n), rng.normal(0, 0.5, n), 1e-5, 0.05, 0.03)
+        return single("layernorm", [in_shape],
+                      dict(axis=axis, x_zero_point=zx, y_zero_point=zy, **a), p)
+    return make
+
+
 def _all_ops():
     cases = {}
     cases.update({f"conv_{k}": v for k, v in CONV.items()})
@@ -327,6 +338,8 @@ def _all_ops():
                                mode="constant", value=lambda zx, zy: zx),
         "pad_edge": _plain("pad", (-1, 2, 4, 3), pads=[0, 1, 2, 1, 0, 0, 1, 3], mode="edge"),
         "pad_reflect": _plain("pad", (-1, 3, 5), pads=[0, 1, 4, 0, 2, 3], mode="reflect"),
+        "layernorm_last_axis": _layernorm((-1, 5, 24), 2),
+        "layernorm_two_axes": _layernorm((-1, 3, 4, 6), 2),
         "lrn_2d": _lrn((-1, 7, 3, 4), 5, 0.05),
         "lrn_1d_wide": _lrn((-1, 4, 5), 6, 0.2),
         "take_slice_steps": _take((-1, 4, 7, 5), [[1, 2, 3], [6, 4, 2, 0], [0, 1, 2, 3, 4]]),
