@@ -102,7 +102,7 @@ def test_onnxruntime_agreement():
     rng = np.random.default_rng(5)
     for op in ("ReduceMean", "ReduceSum", "ReduceMax"):
         ours, theirs = [], []
-        for k in range(12):
+        for k in range(4):
             for shape, axes, keepdims in CASES:
                 q = (float(F32(rng.uniform(0.01, 0.1))), int([-128, 127, rng.integers(-128, 128)][k % 3]),
                      float(F32(rng.uniform(0.01, 0.1))), int(rng.integers(-128, 128)))

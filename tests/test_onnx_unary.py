@@ -97,12 +97,12 @@ def test_clamp_after_the_chain_folds_into_the_table():
 
 
 def test_onnxruntime_agreement():
-    """Every chain, 40 scale/zero-point sets each, all 256 codes: identical share printed."""
+    """Every chain, 12 scale/zero-point sets each, all 256 codes: identical share printed."""
     rng = np.random.default_rng(9)
     x = np.arange(-128, 128, dtype=np.int8).reshape(8, 4, 8)
     for name, (nodes, consts, opset, _) in sorted(CHAINS.items()):
         ours, theirs = [], []
-        for k in range(40):
+        for k in range(12):
             q = (float(F32(rng.uniform(0.005, 0.1))), int([-128, 127, rng.integers(-128, 128)][k % 3]),
                  float(F32(rng.uniform(0.004, 0.05))), int(rng.integers(-128, 128)))
             m = chain_model(nodes, consts, opset, *q)
