@@ -163,8 +163,8 @@ def _lut_shape(node, s, p):
 
 
 def _softmax_shape(node, s, p):
-    axis = int(node.attrs["axis"])
-    if not 1 <= axis % len(s[0]) < len(s[0]) or p["exp_table"].shape != (256,):
+    axis, r = int(node.attrs["axis"]), len(s[0])
+    if not -r <= axis < r or axis % r == 0 or p["exp_table"].shape != (256,):
         fail(node, f"axis {axis} must be a non-batch axis of {list(s[0])} and the table 256 long")
     if s[0][axis] > 4096:  # keeps the integer sum of the exp table inside int32
         fail(node, f"softmax over {s[0][axis]} > 4096 elements")
