@@ -43,7 +43,8 @@ from ..errors import (DtypeError, ModelFormatError, OnnxImportError, ShapeError,
 from ..graph import BATCH, GraphBuilder
 from ..reference import tables
 from ..reference.softmax import softmax_params
-from . import checks, islands, layernorm, lrn, movement, reduce, refusals, unary
+from . import (checks, conv_transpose, islands, layernorm, lrn, movement, reduce, refusals,
+               unary)
 from .checks import MAX_DIM, MAX_ELEMS, label, type_name
 from .fold import FOLDABLE, fold
 from .int8_ops import Int8Ops
@@ -93,7 +94,8 @@ def _opset(proto, order):
 
 
 class _Importer(QOperatorOps, QDQOps, Int8Ops, unary.UnaryOps, reduce.ReduceOps,
-                movement.MovementOps, lrn.LrnOps, layernorm.LayerNormOps):
+                movement.MovementOps, lrn.LrnOps, layernorm.LayerNormOps,
+                conv_transpose.ConvTransposeOps):
     """One import: the walk, the values, the boundary; the op handlers are the mixins'."""
 
     @classmethod
