@@ -4,8 +4,10 @@ add and mul see one pair of int8 values per output element (65536 possible
 pairs); requantize one int8 value (256); batchnorm and prelu one value and its
 channel (256 per channel). Each table is the reference op evaluated on EVERY
 possible input, once per session, so a lookup returns the reference's bits for
-any input at all: no rule is re-implemented here. Indexing uses x + 128, i.e.
-the int8 bits viewed as uint8 with the sign bit flipped.
+any input at all: no rule is re-implemented here. add, mul and requantize tables
+are stored in the order of the raw bits (int8 viewed as uint8), so the index is the
+bits themselves (two bytes joined for a pair); per-channel rows use x + 128, the
+bits with the sign bit flipped.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from .. import registry
 
 TABLE_OPS = {"add", "mul", "requantize", "batchnorm", "prelu"}
 _DOMAIN = np.arange(-128, 128, dtype=np.int16).astype(np.int8)
+_BITS = np.arange(256) ^ 0x80  # the _DOMAIN row of each raw bit pattern 0..255
 
 
 def _offset(x):
@@ -50,12 +53,13 @@ def _split(fn, a, b, out):
 def prepare(node, buffers):
     ref = registry.reference_op(node.op)
     if node.op in ("add", "mul"):
-        table = registry.call(ref, node, [_DOMAIN[:, None], _DOMAIN[None, :]], buffers).reshape(-1)
+        table = registry.call(ref, node, [_DOMAIN[:, None], _DOMAIN[None, :]], buffers)
+        table = np.ascontiguousarray(table[_BITS][:, _BITS]).reshape(-1)  # raw-bit order
 
         def lookup(a, b, out):
-            # uint16 indices: a quarter of intp's memory traffic (measured 1.5x faster)
-            idx = np.left_shift(_offset(a), 8, dtype=np.uint16)
-            idx |= _offset(b)
+            # uint16 index = (bits of a) * 256 + bits of b: a quarter of intp's memory traffic
+            idx = np.left_shift(a.view(np.uint8), 8, dtype=np.uint16)
+            idx |= b.view(np.uint8)
             np.take(table, idx, out=out)
 
         def binary(a, b):
@@ -65,8 +69,8 @@ def prepare(node, buffers):
             return out
         return binary
     if node.op == "requantize":
-        table = registry.call(ref, node, [_DOMAIN], buffers)
-        return lambda x: table.take(_offset(x))
+        table = registry.call(ref, node, [_DOMAIN], buffers)[_BITS]  # raw-bit order
+        return lambda x: table.take(np.asarray(x, np.int8).view(np.uint8))
     # batchnorm, prelu: per channel (axis 1); rows of C * 256
     C = len(buffers[node.params["multiplier"]])
     grid = np.ascontiguousarray(np.broadcast_to(_DOMAIN[:, None], (256, C)))
