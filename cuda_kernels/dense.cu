@@ -3,11 +3,15 @@
 // Variants:
 //   v1  naive: one thread per output element, the reduction over k in ascending
 //       order, int32 accumulator.
-//
+//   v2  dense_v2: conv v2's implicit-GEMM core (synapse_igemm.cuh): output features
+//       as GEMM rows, rows of x as pixels, 64 x 64 tiles in shared memory, dp4a.
+//   v3  dense_v3: the same tiles on tensor cores (mma.sync m16n8k32 s8, sm_80+),
+//       requantization fused. matmul keeps v1.
+// Every variant gives the v1 bits; synapse_gpu/backends/cuda_variants.py chooses.
 // Overflow: the core proves at load that the int32 accumulator cannot overflow:
 // dense per output column j, sum_k |W[k, j] - z_w[j]| * max|x - z_x| + |bias[j]| < 2^31;
 // matmul K * max|a - z_a| * max|b - z_b| < 2^31.
-#include "synapse_int.cuh"
+#include "synapse_igemm.cuh"
 
 // y[r, j] of x (rows, K) times W (K, M); W[k, j] = w[j, k] if trans_w (w stored
 // (M, K)) else w[k, j] (w stored (K, M)).
@@ -62,4 +66,27 @@ extern "C" __global__ void matmul_v1(
     SYN_FOR_EACH_OUTPUT(i, batches * M * N)
         y[i] = matmul_output(a, b, meta, i, rank, M, K, N, a_zero_point, b_zero_point,
                              y_zero_point, multiplier, shift, qmin, qmax);
+}
+
+// ---------------------------------------------------------------- v2, v3
+// One launch of ceil(M / 64) * ceil(rows / 64) blocks; corr (synapse_igemm.cuh)
+// holds z_x's part, so x_zero_point is not read.
+extern "C" __global__ void dense_v2(
+    const i8* x, const i8* w, const i64* corr, const i64* multiplier, const i64* shift,
+    const int* w_zero_point, i8* y,
+    i64 rows, i64 K, i64 M, i64 trans_w, i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
+    (void)x_zero_point;
+    const DenseGemm g = {x, w, trans_w, (int)M, (int)K, (int)rows};
+    const Epilogue e = {corr, multiplier, shift, w_zero_point, y_zero_point, qmin, qmax};
+    SYN_IGEMM(v2, g, e, y, 1);
+}
+
+extern "C" __global__ void dense_v3(
+    const i8* x, const i8* w, const i64* corr, const i64* multiplier, const i64* shift,
+    const int* w_zero_point, i8* y,
+    i64 rows, i64 K, i64 M, i64 trans_w, i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
+    (void)x_zero_point;
+    const DenseGemm g = {x, w, trans_w, (int)M, (int)K, (int)rows};
+    const Epilogue e = {corr, multiplier, shift, w_zero_point, y_zero_point, qmin, qmax};
+    SYN_IGEMM(v3, g, e, y, 1);
 }
