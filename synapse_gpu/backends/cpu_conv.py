@@ -1,4 +1,8 @@
-"""Fast exact conv (1-D to 3-D) and dense for the CPU backend: same bits as reference/.
+"""Exact conv (1-D to 3-D) and dense on float32 BLAS: same bits as reference/.
+
+The CPU backend's fallback engine ("float32-blas", exact by proof on every machine):
+it runs where no integer engine passes its self-test (cpu_engines.py), and for the
+layers an integer engine cannot express (3-D convs, differing weight zero points).
 
 conv: the centred input (x - z_x, float32, padded with 0) is unfolded into columns
 (im2col) per block of images, multiplied by the prepared weights with the exact

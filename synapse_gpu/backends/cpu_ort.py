@@ -17,7 +17,7 @@ change of representation (the bits of int8 x with the sign bit flipped). Weights
 int8 (engine "u8s8") or shifted the same way to uint8 with z_w + 128 (engine "u8u8").
 MLAS applies the zero points inside: sum (x - z_x)(w - z_w) = sum x w - z_w sum x
 - z_x sum w + K z_x z_w with x, w, z in [0, 255]; each term is at most K * 255 * 255,
-below 2^31 for K <= 33025 (FULL_SCALE_K), and MLAS's int32 additions wrap, so the total,
+below 2^31 for K <= 33025 (cpu_engines.FULL_SCALE_K), and MLAS's int32 additions wrap, so the total,
 which the load-time proof keeps below 2^31, comes out exact even past that length.
 
 A layer the graphs cannot express returns None from the builders and stays on the
