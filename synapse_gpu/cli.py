@@ -99,7 +99,7 @@ def cmd_inspect(args):
     from .cost import WEIGHTS, model_cost
 
     g = load_any(args.model)
-    rep = validate(g, strict=False)
+    rep = validate(g, strict=False, limits=Limits(None, None))  # report the resources, refuse nothing
     cost = model_cost(g, rep.traversal.shapes, rep.traversal.order)
     print(f"model id: {model_id(g)}")
     for k, v in sorted(g.metadata.items()):
@@ -119,8 +119,17 @@ def cmd_inspect(args):
     print("ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(ops.items())))
     print(f"parameters: {sum(i.n_params for i in rep.nodes)}  depth: {rep.depth} layers  "
           f"(acc bound: worst case as a share of 2^31)")
+    over = [f"{k} {v} > default limit {lim}" for k, v, lim in (
+        ("activation bytes", rep.activation_bytes, DEFAULT_LIMITS.activation_bytes),
+        ("work", rep.work, DEFAULT_LIMITS.work)) if v > lim]
+    print(f"per sample: activations {rep.activation_bytes} bytes, work {rep.work}; "
+          + ("OVER the default limits: " + "; ".join(over) if over else "within the default limits"))
     print(f"cost: {cost.per_sample} per sample ({cost.version}: "
           + ", ".join(f"{k} x{w}" for k, w in WEIGHTS.items()) + "; docs/SPEC.md)")
+    k_max = max((i.reduction or 0 for i in rep.nodes if i.op in ("conv1d", "conv2d", "dense")), default=0)
+    if k_max:  # the engine this machine admits for conv/dense (self-test, cached per process)
+        from .backends.cpu_engines import choose
+        print("cpu engine: " + "; ".join(choose(k_max)[1]))
     if rep.within_limits:
         print("Synapse limits: OK")
     else:
@@ -200,7 +209,7 @@ def build_parser():
     r.add_argument("--digest", action="store_true", help="print the run digest and the job digest (sha256)")
     r.add_argument("--trace", action="store_true", help="print each node's output digest")
     r.add_argument("--int8", action="store_true", help="save int8 outputs instead of float32")
-    r.add_argument("--batch-size", type=int, default=64, help="samples per run (default 64)")
+    r.add_argument("--batch-size", type=_positive_int, default=64, help="samples per run (default 64)")
     r.add_argument("--no-strict", action="store_true", help="allow models outside the Synapse limits")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     r.add_argument("--max-cost", type=int, metavar="N", help="refuse a model whose deterministic "
