@@ -95,7 +95,7 @@ def cmd_run(args):
 def cmd_inspect(args):
     from .session import load_any
     from .modelfile import model_id
-    from .validate import validate
+    from .validate import DEFAULT_LIMITS, Limits, validate
     from .cost import WEIGHTS, model_cost
 
     g = load_any(args.model)
