@@ -6,7 +6,7 @@ the backend unchanged through a `cupy` stand-in); SYNAPSE_GPU_TESTS=emulated
 forces the emulator. Every op (the cases of tests/cuda_host/cases.py) at a batch
 that spans several blocks, the requantization helpers on the device itself (the
 __clzll path), whole models (the models of cases.py, digits, ResNet-50 at batch
-2), batch invariance, run-to-run equality, digest and trace equal to the CPU
+1), batch invariance, run-to-run equality, digest and trace equal to the CPU
 backend. The checks live in tests/cuda_host/gpu_checks.py.
 """
 import os
@@ -138,8 +138,8 @@ def test_bundled_digits_model_cpu_equals_gpu():
 
 @pytest.mark.slow
 def test_quantized_resnet50_cpu_equals_gpu(tmp_path_factory):
-    """ResNet-50 (QDQ import) at batch 2: every conv, pool and add shape of a real network."""
+    """ResNet-50 (QDQ import), one image: every conv, pool and add shape of a real network."""
     from synapse_gpu.examples.resnet50 import images, quantized_resnet50
 
     path = quantized_resnet50(str(tmp_path_factory.mktemp("r50")), formats=("QDQ",))["QDQ"]
-    _cpu_gpu(path, {"data": images(2, 3)})
+    _cpu_gpu(path, {"data": images(1, 3)})
