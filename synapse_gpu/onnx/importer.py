@@ -55,7 +55,8 @@ from .values import Const, Deq, FloatIn, Int, Pending, describe, int8_codes, int
 OPSET_MIN, OPSET_MAX = 10, 28  # default domain, read natively
 MS = "com.microsoft"
 # Ops that commute with an elementwise monotone QuantizeLinear (run after a pending op).
-_MONOTONE = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Pad"}
+_MONOTONE = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze",
+             "Pad"} | movement.MOVE_OPS
 f32 = np.float32
 
 

@@ -42,18 +42,21 @@ from onnx import helper, numpy_helper
 from ..errors import OnnxImportError, UnsupportedOpError
 from . import checks
 from .checks import label
+from .movement import MOVE_OPS
 
 CONST, INT, DEQ, FLOAT, FLOAT_IN, ACC = "const", "int", "deq", "float", "float input", "acc"
 # Ops the walk runs on a dequantized tensor's int8 codes (the value stays a Deq).
 CODE_OPS = {"MaxPool", "Relu", "Clip", "Pad", "Reshape", "Flatten", "Transpose", "Squeeze",
-            "Unsqueeze", "Identity", "Dropout"}
+            "Unsqueeze", "Identity", "Dropout", "Split"} | MOVE_OPS
 # Ops that move elements only: they commute with QuantizeLinear.
-LAYOUT_OPS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+LAYOUT_OPS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity",
+              "Dropout"} | MOVE_OPS
 # Readers of a float op's output that the walk folds into the op's own emission.
 PENDING_READERS = {"QuantizeLinear", "Relu", "Clip", "MaxPool", "Pad"} | LAYOUT_OPS
 # Ops whose output keeps the input's scale, or stays inside its range: a QuantizeLinear
 # after them also fits their input.
-SCALE_KEEPING = {"Relu", "Clip", "MaxPool", "Pad", "AveragePool", "GlobalAveragePool"} | LAYOUT_OPS
+SCALE_KEEPING = {"Relu", "Clip", "MaxPool", "Pad", "AveragePool", "GlobalAveragePool",
+                 "ReduceMean", "ReduceMax"} | LAYOUT_OPS
 STATED = {"Softmax": (1 / 256, -128), "Sigmoid": (1 / 256, -128), "Tanh": (1 / 128, 0)}
 # Ops onnxruntime's graph optimizer (quant_pre_process) creates by fusion.
 ORT_FUSED = {"FusedConv", "FusedGemm", "FusedMatMul", "BiasGelu", "FastGelu",

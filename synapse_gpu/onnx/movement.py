@@ -20,6 +20,11 @@ from .checks import label
 
 f32 = np.float32
 _INT_MAX = (1 << 31) - 1
+# They commute with an elementwise QuantizeLinear: the walk applies them after a pending
+# op's emission, and the island pass treats them as layout ops (islands.py). Split too
+# runs on codes, but has several outputs (CODE_OPS only).
+MOVE_OPS = frozenset({"Slice", "Gather", "Tile", "Expand", "Resize", "SpaceToDepth",
+                      "DepthToSpace"})
 
 
 class MovementOps:
@@ -51,8 +56,8 @@ class MovementOps:
         return None if c is None else [int(x) for x in c.reshape(-1)]
 
     # ---- Slice, Split, Gather ------------------------------------------------------------
-    def _Slice(self, node):
-        v, t = self._tensor_in(node)
+    def _Slice(self, node, v=None):
+        v, t = self._tensor_in(node, v)
         shape = self.b.shapes[t]
         rank = len(shape)
         if self.opset < 10:
@@ -77,8 +82,8 @@ class MovementOps:
             lists[ax - 1] = list(range(shape[ax]))[s:e:st]  # Python's clamping is ONNX's
         return self._take(node, v, t, lists)
 
-    def _Split(self, node):
-        v, t = self._tensor_in(node)
+    def _Split(self, node, v=None):
+        v, t = self._tensor_in(node, v)
         shape = self.b.shapes[t]
         a = self._attrs(node)
         axis = int(a.get("axis", 0)) % len(shape)
@@ -100,8 +105,8 @@ class MovementOps:
             start += p
         return outs
 
-    def _Gather(self, node):
-        v, t = self._tensor_in(node)
+    def _Gather(self, node, v=None):
+        v, t = self._tensor_in(node, v)
         shape = self.b.shapes[t]
         axis = int(self._attrs(node).get("axis", 0)) % len(shape)
         if axis == 0:
@@ -120,8 +125,8 @@ class MovementOps:
         return self._reshape(node, y, out) if list(self.b.shapes[y.t][1:]) != out else y
 
     # ---- Tile, Expand ----------------------------------------------------------------------
-    def _Tile(self, node):
-        v, t = self._tensor_in(node)
+    def _Tile(self, node, v=None):
+        v, t = self._tensor_in(node, v)
         shape = self.b.shapes[t]
         reps = self._const_ints(node, 1, "repeats")
         if len(reps) != len(shape) or min(reps) < 1:
@@ -131,8 +136,8 @@ class MovementOps:
         return self._take(node, v, t, [np.tile(np.arange(d), r) for d, r in
                                        zip(shape[1:], reps[1:])])
 
-    def _Expand(self, node):
-        v, t = self._tensor_in(node)
+    def _Expand(self, node, v=None):
+        v, t = self._tensor_in(node, v)
         shape = self.b.shapes[t]
         target = self._const_ints(node, 1, "shape")
         if len(target) > len(shape):
@@ -166,8 +171,8 @@ class MovementOps:
         "floor": np.floor, "ceil": np.ceil,
     }
 
-    def _Resize(self, node):
-        v, t = self._tensor_in(node)
+    def _Resize(self, node, v=None):
+        v, t = self._tensor_in(node, v)
         shape = self.b.shapes[t]
         a = self._attrs(node)
         mode = a.get("mode", "nearest")
@@ -211,8 +216,8 @@ class MovementOps:
         return self._take(node, v, t, lists)
 
     # ---- SpaceToDepth, DepthToSpace ----------------------------------------------------------
-    def _SpaceToDepth(self, node):
-        v, t = self._tensor_in(node)
+    def _SpaceToDepth(self, node, v=None):
+        v, t = self._tensor_in(node, v)
         n, c, h, w = self._nchw(node, t)
         b = int(self._attrs(node)["blocksize"])
         if b < 1 or h % b or w % b:
@@ -220,8 +225,8 @@ class MovementOps:
         return self._shuffle(node, v, t, [c, h // b, b, w // b, b], [0, 3, 5, 1, 2, 4],
                              [c * b * b, h // b, w // b])
 
-    def _DepthToSpace(self, node):
-        v, t = self._tensor_in(node)
+    def _DepthToSpace(self, node, v=None):
+        v, t = self._tensor_in(node, v)
         n, c, h, w = self._nchw(node, t)
         a = self._attrs(node)
         b = int(a["blocksize"])
