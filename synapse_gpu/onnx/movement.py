@@ -197,7 +197,7 @@ class MovementOps:
             batch_ok = out[0] in self.batch_sizes  # the file's declared batch size
         elif scales is not None and scales.size:
             sc = [f32(s) for s in scales.reshape(-1)]
-            out = [int(math.floor(d * float(s))) for d, s in zip(shape[1:], sc[1:])]
+            out = [int(math.floor(f32(d) * s)) for d, s in zip(shape[1:], sc[1:])]  # float32
             scales, batch_ok = sc[1:], sc[0] == 1
             out = [shape[0], *out]
         else:
