@@ -151,8 +151,8 @@ def _conv_cases(rng):
 
 
 def _requant_cases():
-    """Layers with one input channel and w = 1 (so acc = x - z_x + bias), as a dense and
-    as a 1x1 conv: biases place the accumulators at rounding ties, at the 2^24 float32
+    """Layers with one input channel and w = 1 (so acc = x - z_x + bias), as a dense, a 1x1
+    conv and a depthwise conv (centre tap 1): biases place the accumulators at rounding ties, at the 2^24 float32
     step, at the clamps and near +-2^31; multipliers from cpu_ort.M_RANGE's ends through
     the usual values; both y zero-point ends and narrowed clamps."""
     from ..reference.requant import quantize_multiplier
@@ -173,6 +173,12 @@ def _requant_cases():
         yield "conv", x.reshape(1, 1, 16, 16), dict(p, w=np.ones((len(M), 1, 1, 1), np.int8),
                                                     strides=[1, 1], pads=[0, 0, 0, 0],
                                                     dilations=[1, 1], group=1)
+        # depthwise 3x3 with only the centre tap 1 (onnxruntime's depthwise kernel)
+        centre = np.zeros((len(M), 1, 3, 3), np.int8)
+        centre[:, :, 1, 1] = 1
+        planes = np.broadcast_to(x.reshape(1, 1, 16, 16), (1, len(M), 16, 16)).copy()
+        yield "conv", planes, dict(p, w=centre, strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1],
+                                   group=len(M))
 
 
 def self_test(engine, k_max):
