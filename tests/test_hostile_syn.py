@@ -64,7 +64,8 @@ def set_attr(name, key, value):
 
 @pytest.mark.parametrize("edit, exc, match", [
     # int8 wrap: logits 145, 147 came out as -111, -109
-    (set_attr("last", "qmax", 1000), ModelFormatError, r"'last'.*attr qmax 1000 is outside \[-128, 127\]"),
+    (lambda d, b: node(d, "last")["attrs"].update(qmax=1000, y_zero_point=120), ModelFormatError,
+     r"'last'.*attr qmax 1000 is outside \[-128, 127\]"),
     (set_attr("last", "y_zero_point", 1000), ModelFormatError, r"attr y_zero_point 1000 is outside"),
     # the CPU backend returned the zero point, the reference saturated values
     (set_attr("last", "shift", -2 ** 63), ModelFormatError, r"attr shift -9223372036854775808 is outside \[-104, 172\]"),

@@ -20,6 +20,9 @@ from synapse_gpu.validate import Limits
 # themselves are what is being tested (refused before allocation).
 FUZZ_LIMITS = Limits(activation_bytes=1 << 20, work=20_000_000)
 BATCH = 2
+# Backends compared with the reference on every accepted graph; run.py adds "cuda" on the
+# emulated device (tests/emucuda) with --emulated-cuda.
+DEVICES = ["cpu"]
 
 
 def reference_run(graph, traversal, feeds):
@@ -31,22 +34,33 @@ def reference_run(graph, traversal, feeds):
     return {t.name: env[t.name] for t in graph.outputs}
 
 
-def run_graph(graph, seed):
-    """Accept or refuse `graph`; when accepted, compare the CPU backend with the reference."""
+def _session(graph, device):
     from synapse_gpu.session import InferenceSession
 
-    sess = InferenceSession(graph, device="cpu", strict=False,
-                            max_cost=FUZZ_LIMITS.work, max_activation_bytes=FUZZ_LIMITS.activation_bytes)
+    return InferenceSession(graph, device=device, strict=False, max_cost=FUZZ_LIMITS.work,
+                            max_activation_bytes=FUZZ_LIMITS.activation_bytes)
+
+
+def run_graph(graph, seed):
+    """Accept or refuse `graph`; when accepted, compare every backend with the reference.
+    A backend other than the CPU may refuse an accepted graph with a SynapseError (e.g. CUDA
+    pooling over more than 3 axes): that is reported, not a disagreement."""
+    sess = _session(graph, "cpu")
     rng = np.random.default_rng(seed)
     feeds = {}
     for t in graph.inputs:
         shape = (BATCH if t.shape[0] == -1 else t.shape[0], *t.shape[1:])
         feeds[t.name] = rng.integers(-128, 128, shape).astype(np.int8)
-    got = sess.run_full(None, feeds, output_type="int8").int8_outputs
     want = reference_run(graph, sess.report.traversal, feeds)
-    for name in want:
-        if want[name].dtype != np.int8 or not np.array_equal(got[name], want[name]):
-            return "disagree"
+    for device in DEVICES:
+        try:
+            s = sess if device == "cpu" else _session(graph, device)
+        except SynapseError as e:
+            return f"accepted:{device}-refused:{type(e).__name__}"
+        got = s.run_full(None, feeds, output_type="int8").int8_outputs
+        for name in want:
+            if want[name].dtype != np.int8 or not np.array_equal(got[name], want[name]):
+                return f"disagree:{device}"
     return "accepted"
 
 

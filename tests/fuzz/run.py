@@ -47,12 +47,28 @@ def run_case(kind, seed, i):
 
 
 def is_finding(outcome):
-    return not (outcome == "accepted" or outcome.startswith("refused:"))
+    return not outcome.startswith(("accepted", "refused:"))
 
 
-def _worker(cases, log, mem_bytes):
+def _emulated_cuda():
+    """Install the emulated CUDA device (tests/emucuda) for this process and compile its
+    kernels on the seeds once, before any case is timed."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from emucuda import cupy_standin
+
+    cupy_standin.installed().__enter__()  # for the worker's lifetime
+    check.DEVICES.append("cuda")
+    for g in seeds.syn_seeds().values():
+        check.outcome(check.run_graph, g, 0)
+
+
+def _worker(cases, log, mem_bytes, emulated_cuda):
     resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
     warnings.simplefilter("ignore")  # numpy overflow notes on hostile scales are expected
+    if emulated_cuda:
+        _emulated_cuda()
     with open(log, "a") as f:
         for kind, seed, i in cases:
             f.write(json.dumps(["start", kind, i, time.time()]) + "\n")
@@ -68,7 +84,7 @@ def _read(log):
         return [json.loads(line) for line in f if line.endswith("\n")]
 
 
-def campaign(n_syn, n_onnx, seed=15, workers=2, timeout=30.0, mem_gb=4.0):
+def campaign(n_syn, n_onnx, seed=15, workers=2, timeout=30.0, mem_gb=4.0, emulated_cuda=False):
     """Run every case; returns {(kind, i): outcome}."""
     workdir = tempfile.mkdtemp(prefix="synapse-fuzz-")  # the workers' logs
     seeds.syn_seeds(), seeds.onnx_seeds()  # built once, inherited by the forked workers
@@ -82,7 +98,7 @@ def campaign(n_syn, n_onnx, seed=15, workers=2, timeout=30.0, mem_gb=4.0):
         nonlocal started
         started += 1
         log = os.path.join(workdir, f"w{slot}-{started}.jsonl")
-        p = ctx.Process(target=_worker, args=(todo, log, int(mem_gb * (1 << 30))), daemon=True)
+        p = ctx.Process(target=_worker, args=(todo, log, int(mem_gb * (1 << 30)), emulated_cuda), daemon=True)
         p.start()
         running[slot] = (p, log, todo)
 
@@ -122,9 +138,11 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per case")
     ap.add_argument("--mem-gb", type=float, default=4.0, help="address-space limit per worker")
     ap.add_argument("--findings", default="/tmp/synapse-fuzz/findings")
+    ap.add_argument("--emulated-cuda", action="store_true",
+                    help="also compare the CUDA backend on the emulated device (tests/emucuda)")
     a = ap.parse_args(argv)
     t0 = time.time()
-    results = campaign(a.syn, a.onnx, a.seed, a.workers, a.timeout, a.mem_gb)
+    results = campaign(a.syn, a.onnx, a.seed, a.workers, a.timeout, a.mem_gb, a.emulated_cuda)
     for kind in KINDS:
         c = collections.Counter(o for (k, _), o in results.items() if k == kind)
         print(f"{kind}: {sum(c.values())} cases: " + ", ".join(f"{o} {n}" for o, n in c.most_common()))
