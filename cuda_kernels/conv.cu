@@ -21,6 +21,7 @@
 // conv3d with D = KD = 1, conv1d also has H = KH = 1.
 // Overflow: the core proves per output channel, at load, that
 // sum |w - z_w| * max|x - z_x| + |bias| < 2^31, so the int32 accumulator is exact.
+#include "synapse_int.cuh"
 #include "synapse_igemm.cuh"
 
 struct ConvArgs {

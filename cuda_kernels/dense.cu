@@ -11,6 +11,7 @@
 // Overflow: the core proves at load that the int32 accumulator cannot overflow:
 // dense per output column j, sum_k |W[k, j] - z_w[j]| * max|x - z_x| + |bias[j]| < 2^31;
 // matmul K * max|a - z_a| * max|b - z_b| < 2^31.
+#include "synapse_int.cuh"
 #include "synapse_igemm.cuh"
 
 // y[r, j] of x (rows, K) times W (K, M); W[k, j] = w[j, k] if trans_w (w stored

@@ -20,7 +20,8 @@
 #ifndef SYNAPSE_IGEMM_CUH
 #define SYNAPSE_IGEMM_CUH
 
-#include "synapse_int.cuh"
+// Included after synapse_int.cuh (i64, i8, syn_requant): the loader inlines each
+// header once per include chain, so this one does not include it again.
 
 typedef unsigned int u32;
 

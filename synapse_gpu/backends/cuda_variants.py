@@ -35,6 +35,7 @@ TABLE_ENV = "SYNAPSE_CUDA_VARIANT_TABLE"
 PACKAGED_TABLE = Path(__file__).with_name("cuda_variants.json")
 FAMILY_OF = {"conv1d": "conv", "conv2d": "conv", "conv3d": "conv", "dense": "dense"}
 VARIANTS = {"conv": ("v1", "v2", "v3", "v4"), "dense": ("v1", "v2", "v3")}
+KERNELS = frozenset({"conv_v2", "conv_v3", "conv2d_v4", "dense_v2", "dense_v3"})
 THREADS = 256  # the variants' block size (cuda_device.BLOCK)
 TILE = 64      # synapse_igemm.cuh: SYN_TM = SYN_TP
 DW_TILE, DW_PATCH, DW_TAPS = 16, 4096, 1024  # conv.cu: SYN_DW_*
