@@ -29,7 +29,7 @@ from synapse_gpu.onnx.importer import import_onnx  # noqa: E402
 
 TORCHVISION = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
                "regnet_y_400mf", "shufflenet_v2_x1_0", "squeezenet1_1", "googlenet",
-               "mnasnet0_5", "densenet121", "convnext_tiny", "vit_b_16")
+               "mnasnet0_5", "convnext_tiny", "vit_b_16")
 
 
 def torchvision_paths(name, formats=zoo.FORMATS):
@@ -73,9 +73,10 @@ def main():
     args = ap.parse_args()
     x = zoo.images(args.images, 7)
     rows, t0 = [], time.time()
-    jobs = [(m, zoo.quantized) for m in args.models]
+    jobs = [(m, zoo.quantized) for m in args.models if m in zoo.LIGHT]
     if args.torchvision:
-        jobs += [(m, torchvision_paths) for m in TORCHVISION]
+        jobs += [(m, torchvision_paths) for m in args.models if m in TORCHVISION] or \
+            [(m, torchvision_paths) for m in TORCHVISION]
     for name, make in jobs:
         try:
             paths = make(name)

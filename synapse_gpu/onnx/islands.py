@@ -131,8 +131,9 @@ class _Pass:
                 out = INT
             elif op == "DequantizeLinear":
                 out = DEQ
-                if ins[0] == INT:
-                    self.quant[n.output[0]] = self._const_qparams(n)
+                q = self._const_qparams(n) if ins[0] == INT else None
+                if q is not None:
+                    self.quant[n.output[0]] = q
             elif op in ("ConvInteger", "MatMulInteger") or ACC in ins:
                 out = ACC
             elif FLOAT in ins or FLOAT_IN in ins:
@@ -295,7 +296,7 @@ class _Pass:
         return (q.astype(np.float64) - z) * s
 
     # ---- rewriting -------------------------------------------------------------------------
-    def _insert_qdq(self, t, producer, s, z, after=None):
+    def _insert_qdq(self, t, producer, s, z):
         """t := DequantizeLinear(QuantizeLinear(t')), t' the producer's output renamed."""
         raw = f"{t}.float"
         producer.output[:] = [raw if o == t else o for o in producer.output]
@@ -307,7 +308,7 @@ class _Pass:
         dq = helper.make_node("DequantizeLinear", [f"{t}.island_q", sname, zname], [t],
                               name=f"{label(producer)}.island_dq")
         self.g.node.extend([q, dq])
-        at = self.order.index(after or producer) + 1
+        at = self.order.index(producer) + 1
         self.order[at:at] = [q, dq]
         self.quant[t] = (float(np.float32(s)), int(z))
 
