@@ -92,7 +92,8 @@ def _softmax_island_model():
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
              helper.make_node("Flatten", ["d"], ["f"]),
              helper.make_node("Softmax", ["f"], ["p"], axis=-1)]
-    inits = [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.int8(3), "z")]
+    inits = [numpy_helper.from_array(np.float32(0.05), "s"),
+             numpy_helper.from_array(np.int8(3), "z")]
     g = helper.make_graph(nodes, "sm", [helper.make_tensor_value_info("x", 1, ["N", 2, 5])],
                           [helper.make_tensor_value_info("p", 1, ["N", 10])], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
