@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from . import check, mutate_onnx, mutate_syn, seeds  # noqa: E402
 
 KINDS = {"syn": 0, "onnx": 1}
+_STANDIN = None
 
 
 def case_bytes(kind, seed, i):
@@ -58,7 +59,9 @@ def _emulated_cuda():
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from emucuda import cupy_standin
 
-    cupy_standin.installed().__enter__()  # for the worker's lifetime
+    global _STANDIN
+    _STANDIN = cupy_standin.installed()  # referenced: collecting it would uninstall the device
+    _STANDIN.__enter__()  # for the worker's lifetime
     check.DEVICES.append("cuda")
     for g in seeds.syn_seeds().values():
         check.outcome(check.run_graph, g, 0)
