@@ -36,15 +36,18 @@ def main():
     ap.add_argument("--formats", default=DEFAULT, help=f"default {DEFAULT}; also QOperator")
     ap.add_argument("--models", default=os.path.join(tempfile.gettempdir(), "synapse_resnet50"),
                     help="where the quantized models are built (reused when present)")
+    ap.add_argument("--threads", type=int, default=2, help="threads per layer, both engines")
     ap.add_argument("--out", help="also write the result table (markdown) here")
     args = ap.parse_args()
+    os.environ["SYNAPSE_CPU_THREADS"] = str(args.threads)
     rounds, reps = (2, 2) if args.quick else (4, 3)
     t0 = time.perf_counter()
     files = model_files(args.formats.split(","), args.models)
     print(f"models ready in {time.perf_counter() - t0:.0f} s ({args.models})")
     with QuietCheck() as quiet:
-        rows, engines = compare_files(files, images(8, 7), rounds, reps)
-    lines = [machine_line(), f"Synapse CPU engine: {', '.join(engines)}", ""] + table(rows)
+        rows, engines = compare_files(files, images(8, 7), rounds, reps, args.threads)
+    lines = [machine_line(), f"Synapse CPU engine: {', '.join(engines)}; {args.threads} threads per layer "
+             "(onnxruntime: intra_op_num_threads)", ""] + table(rows)
     lines += ["", quiet.line(), load_line()]
     text = "\n".join(lines)
     print(text)

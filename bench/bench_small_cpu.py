@@ -24,8 +24,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer timed runs")
     ap.add_argument("--formats", default=DEFAULT, help=f"MobileNetV2 files, default {DEFAULT}")
     ap.add_argument("--models", default=os.path.join(tempfile.gettempdir(), "synapse_mnv2"))
+    ap.add_argument("--threads", type=int, default=2, help="threads per layer, both engines")
     ap.add_argument("--out", help="also write the result table (markdown) here")
     args = ap.parse_args()
+    os.environ["SYNAPSE_CPU_THREADS"] = str(args.threads)
     rounds, reps = (2, 3) if args.quick else (4, 5)
     files = {}
     for fmt in args.formats.split(","):
@@ -35,10 +37,11 @@ def main():
     with np.load(os.path.join(examples, "digits_test.npz")) as z:
         digits = z["images"][:8]
     with QuietCheck() as quiet:
-        rows, engines = compare_files(files, images(8, 7), rounds, reps)
+        rows, engines = compare_files(files, images(8, 7), rounds, reps, args.threads)
         more, engines2 = compare_files({"digits (QDQ file)": os.path.join(examples, "digits_int8.onnx")},
-                                       digits, rounds * 4, reps * 4)
-    lines = [machine_line(), f"Synapse CPU engine: {', '.join(sorted(set(engines + engines2)))}", ""]
+                                       digits, rounds * 4, reps * 4, args.threads)
+    lines = [machine_line(), f"Synapse CPU engine: {', '.join(sorted(set(engines + engines2)))}; "
+             f"{args.threads} threads per layer (onnxruntime: intra_op_num_threads)", ""]
     lines += table(rows + more) + ["", quiet.line(), load_line()]
     text = "\n".join(lines)
     print(text)

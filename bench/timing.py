@@ -76,13 +76,14 @@ def ort_session(path, threads=2):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def compare_files(files, x8, rounds, reps):
+def compare_files(files, x8, rounds, reps, threads=2):
     """Synapse vs onnxruntime on the same files, interleaved in one process.
 
     files: {label: path}. For each: Synapse's outputs are first checked identical across
     two runs and batch 8 vs batch 1; then batch-1 latency and batch-8 throughput of both
     (`median_times`); the share of Synapse's int8 logits equal to onnxruntime's output
     requantized to the same codes, and top-1 agreement. Returns (rows, engine lines).
+    threads: onnxruntime's intra-op threads; Synapse's come from $SYNAPSE_CPU_THREADS.
     """
     import synapse_gpu as sg
 
@@ -91,7 +92,7 @@ def compare_files(files, x8, rounds, reps):
     for label, path in files.items():
         ours = sg.InferenceSession(path, device="cpu")
         engines.add(ours._exe.engine)
-        peer = ort_session(path)
+        peer = ort_session(path, threads)
         name = ours.get_inputs()[0].name
         q8 = ours.run(None, {name: x8}, output_type="int8")[0]
         assert np.array_equal(q8, ours.run(None, {name: x8}, output_type="int8")[0])

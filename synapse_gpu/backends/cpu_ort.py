@@ -37,7 +37,9 @@ OPSET = 13
 
 
 def threads():
-    """The cores this process may use: onnxruntime's intra-op pool per layer."""
+    """Threads per layer: $SYNAPSE_CPU_THREADS, else the cores this process may use."""
+    if os.environ.get("SYNAPSE_CPU_THREADS"):
+        return max(1, int(os.environ["SYNAPSE_CPU_THREADS"]))
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
