@@ -28,6 +28,7 @@ CPU and onnxruntime's CPU provider as the stand-ins. Its figures are not GPU fig
 Exit status 1 when a bit-exactness check fails or a part raised (results still written).
 """
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT))  # the tree's synapse_gpu, installed or not
 
 import synapse_gpu  # noqa: E402
 from synapse_gpu import build, registry  # noqa: E402
-from synapse_gpu.backends import cpu, cuda  # noqa: E402
+from synapse_gpu.backends import cpu, cuda, cuda_variants  # noqa: E402
 from synapse_gpu.errors import DeviceError  # noqa: E402
 from synapse_gpu.graph import GraphBuilder  # noqa: E402
 from synapse_gpu.reference.boundary import quantize  # noqa: E402
@@ -57,6 +58,8 @@ from timing import median_times  # noqa: E402
 
 # int8 dense (no sparsity) tensor-core TOPS, NVIDIA datasheets; the first name
 # fragment found in the device name wins, so the PCIe/NVL parts come first.
+GEMM_VARIANTS = ("v1", "v2", "v3")  # cuda_kernels/dense.cu
+MODEL_VARIANTS = ("v1", "v2", "v3", "v4")  # cuda_kernels/conv.cu
 INT8_PEAK_TOPS = (("H100 PCIe", 1513), ("H100 NVL", 1671), ("H200 NVL", 1671),
                   ("H100", 1979), ("H200", 1979))
 CHECK_ROWS = 256
@@ -270,10 +273,15 @@ def bench_gemm(plat, size, reps, torch_reps, peak):
     want = dense(x[rows], **registry.node_kwargs(node, graphs[True].buffers))  # same W both ways
     print(f"  reference: {time.perf_counter() - t0:.1f} s", flush=True)
     res = {"M": M, "N": N, "K": K, "ops": ops, "checked_rows": len(rows), "synapse": []}
-    for trans_w, graph in graphs.items():
-        label = "dense_v1, w (N, K), trans_w=1" if trans_w else "dense_v1, w (K, N), trans_w=0"
+    for (trans_w, graph), variant in itertools.product(graphs.items(), GEMM_VARIANTS):
         timed = LaunchTimer(plat.backend_device(), plat)
-        exe = cuda.CudaExecutable(graph, validate(graph, strict=False).traversal, dev=timed)
+        exe = cuda.CudaExecutable(graph, validate(graph, strict=False).traversal, dev=timed,
+                                  variant=variant)
+        variant = exe.variants.chosen["gemm"]  # v3 runs as v2 below sm_80
+        if any(r["variant"].startswith(f"dense_{variant},") and r["trans_w"] == trans_w
+               for r in res["synapse"]):
+            continue
+        label = f"dense_{variant}, " + ("w (N, K), trans_w=1" if trans_w else "w (K, N), trans_w=0")
         feeds, out = {"x": x}, graph.outputs[0].name
         y = exe.run(feeds)[0][out]
         mismatches = int(np.count_nonzero(y[rows] != want))
@@ -414,7 +422,55 @@ def bench_model(plat, name, path, images, batches, rounds, reps):
               + ("" if peer is None else f", onnxruntime {row['ort_img_s']:.1f} img/s"), flush=True)
         res["batches"].append(row)
     res["timing"] = f"median of {rounds} alternating blocks x {reps} runs, wall clock"
+    print(f"kernel variants at batch {len(big)}:", flush=True)
+    res["kernel_variants"] = bench_variants(plat, graph, trav, feeds(big), {spec_out.name: ours_big},
+                                            {spec_out.name: want}, reps)
     return res
+
+
+def bench_variants(plat, graph, trav, feeds, want, cpu_want, reps):
+    """Each kernel variant forced in turn on the whole model at one batch: before it is
+    timed its output must equal, bit for bit, v1's on the whole batch (want) and the CPU
+    backend's on the first images (cpu_want); a variant that differs is never timed.
+    Kernel times per launch (LaunchTimer), medians; per conv or dense layer shape the
+    fastest variant goes into the variant table (backends/cuda_variants.py reads it)."""
+    rows, layers = [], {}  # layers: shape key -> {variant: seconds}
+    for variant in MODEL_VARIANTS:
+        timed = LaunchTimer(plat.backend_device(), plat)
+        exe = cuda.CudaExecutable(graph, trav, dev=timed, variant=variant)
+        out = exe.run(feeds)[0]
+        exact = all(np.array_equal(out[k], a) for k, a in want.items()) and all(
+            np.array_equal(out[k][:len(a)], a) for k, a in cpu_want.items())
+        used = sorted(set(exe.variants.chosen.values()))
+        print(f"  forced {variant} (layers ran {', '.join(used)}): "
+              f"{'bit-exact' if exact else 'MISMATCH, not timed'}", flush=True)
+        row = {"variant": variant, "ran": used, "bit_exact": exact}
+        rows.append(row)
+        if not exact:
+            continue
+        exe.run(feeds)
+        timed.take_seconds()
+        runs = []
+        for _ in range(reps):
+            exe.run(feeds)
+            runs.append([span.seconds() for span in timed.spans])
+            timed.spans.clear()
+        med = np.median(np.array(runs), axis=0)
+        row["kernel_ms"] = float(med.sum()) * 1e3
+        i = 0
+        for node, todo in zip(trav.order, exe._plan.steps):
+            n = sum(1 for step in todo if step[0] == "launch")
+            if exe.variants.chosen.get(node.name) == variant:
+                P = {r: graph.buffers[b] for r, b in node.params.items()}
+                t = layers.setdefault(cuda_variants.shape_key(node, exe._plan.shapes, P), {})
+                t[variant] = t.get(variant, 0.0) + float(med[i:i + n].sum())
+            i += n
+    dev = plat.backend_device()
+    cc = getattr(getattr(dev, "device", None), "compute_capability", None)
+    table = {"device": plat.name, "compute_capability": cc, "batch": int(next(iter(
+        feeds.values())).shape[0]), "layers": {k: min(t, key=t.get) for k, t in layers.items()}}
+    return {"variants": rows, "layer_ms": {k: {v: s * 1e3 for v, s in t.items()}
+                                           for k, t in layers.items()}, "table": table}
 
 
 # ---------------------------------------------------------------- 3. results
@@ -474,6 +530,22 @@ def markdown(r):
                          f"{o['top1_agree']:.0%}")
         else:
             lines.append(f"\nonnxruntime: not available: {o['reason']}")
+    kv = m.get("kernel_variants")
+    if kv:
+        lines += ["", f"## Kernel variants ({m['name']}, batch {kv['table']['batch']})", "",
+                  "Each variant forced on every conv/dense layer it applies to (others run "
+                  "v1), checked bit-exact against the CPU backend before timing; kernel "
+                  "time = the sum of all launches, median.", "",
+                  "| forced | layers ran | bit-exact | kernel ms |", "|---|---|---|---|"]
+        for v in kv["variants"]:
+            lines.append(f"| {v['variant']} | {', '.join(v['ran'])} | {yes[v['bit_exact']]} | "
+                         f"{_f(v.get('kernel_ms'), '.3f')} |")
+        wins = {}
+        for best in kv["table"]["layers"].values():
+            wins[best] = wins.get(best, 0) + 1
+        lines.append(f"\nFastest variant per layer shape ({len(kv['table']['layers'])} shapes): "
+                     + ", ".join(f"{v} {n}" for v, n in sorted(wins.items()))
+                     + "; table written next to this file (cuda_variants_*.json).")
     if r["errors"]:
         lines += ["", "## Errors", ""] + [f"- {e}" for e in r["errors"]]
     return "\n".join(lines) + "\n"
@@ -522,6 +594,8 @@ def main():
     checks = [s["bit_exact"] for s in r.get("gemm", {}).get("synapse", [])]
     checks += [r["gemm"]["torch_int_mm"].get("exact", True)] if "gemm" in r else []
     checks += [r["model"]["bit_exact_vs_cpu"]] if "model" in r else []
+    checks += [v["bit_exact"] for v in r.get("model", {}).get("kernel_variants", {})
+               .get("variants", [])]
     slug = re.sub(r"[^a-z0-9]+", "-", plat.name.lower()).strip("-")
     os.makedirs(args.out_dir, exist_ok=True)
     base = os.path.join(args.out_dir, f"gpu_{slug}")
@@ -530,6 +604,9 @@ def main():
         f.write(text)
     with open(base + ".json", "w") as f:
         json.dump(r, f, indent=2)
+    if "kernel_variants" in r.get("model", {}):  # SYNAPSE_CUDA_VARIANT_TABLE reads it
+        with open(os.path.join(args.out_dir, f"cuda_variants_{slug}.json"), "w") as f:
+            json.dump(r["model"]["kernel_variants"]["table"], f, indent=2)
     print("\n" + text + f"\nwritten: {base}.md, {base}.json", flush=True)
     return 0 if all(checks) and not r["errors"] else 1
 

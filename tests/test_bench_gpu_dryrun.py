@@ -30,7 +30,9 @@ def test_dry_run_writes_checked_results(tmp_path):
 
     g = r["gemm"]
     assert (g["M"], g["N"], g["K"], g["ops"], g["checked_rows"]) == (64, 64, 64, 2 * 64**3, 64)
-    assert [s["trans_w"] for s in g["synapse"]] == [1, 0]
+    # v1 and v2 per layout (v3 runs as v2 on the host device: no tensor cores)
+    assert [(s["trans_w"], s["variant"][:8]) for s in g["synapse"]] == [
+        (1, "dense_v1"), (1, "dense_v2"), (0, "dense_v1"), (0, "dense_v2")]
     for s in g["synapse"]:
         assert s["bit_exact"] and s["mismatches"] == 0
         assert s["kernel_ms"] > 0 and s["run_ms"] > 0 and s["gops"] > 0 and s["peak_pct"] is None
@@ -54,6 +56,12 @@ def test_dry_run_writes_checked_results(tmp_path):
     assert "## int8 GEMM 64x64x64" in md
     assert "| Synapse dense_v1, w (N, K), trans_w=1 | yes |" in md
     assert "| 8 | " in md and "identical int8 logits" in md
+    kv = m["kernel_variants"]
+    assert [v["variant"] for v in kv["variants"]] == ["v1", "v2", "v3", "v4"]
+    assert all(v["bit_exact"] and v["kernel_ms"] > 0 for v in kv["variants"])
+    table = json.loads((tmp_path / "cuda_variants_dry-run-host.json").read_text())
+    assert table["batch"] == 8 and set(table["layers"].values()) <= {"v1", "v2", "v3", "v4"}
+    assert "## Kernel variants" in md
 
 
 def test_peak_by_name_and_unavailable_provider(monkeypatch):

@@ -30,6 +30,7 @@ from .cuda_lowering import (LOWER, Act, Copy, Launch, Param, Table, check_launch
                             concrete, lower)
 from .cuda_source import (FAMILIES, NVRTC_OPTIONS, _kernel_files, kernel_signatures,  # noqa: F401
                           kernel_source)
+from .cuda_variants import Chooser
 
 
 def _verbose_env():
@@ -49,7 +50,8 @@ class _Plan:
         self.steps = []  # per node: [("copy", dst, src) or ("launch", kernel, n, args)]
         for node in tr.order:
             todo = []
-            for s in lower(node, self.shapes, exe.graph.buffers):
+            steps = exe.variants.lower(node, self.shapes, exe.graph.buffers)
+            for s in steps or lower(node, self.shapes, exe.graph.buffers):
                 if isinstance(s, Copy):  # flat views: reshape and flatten change the shape
                     todo.append(("copy", self.views[s.dst].reshape(-1),
                                  self.views[s.src].reshape(-1)))
@@ -74,11 +76,14 @@ class CudaExecutable:
 
     device = "cuda"
 
-    def __init__(self, graph, traversal, dev=None, verbose=None, device_id=None):
+    def __init__(self, graph, traversal, dev=None, verbose=None, device_id=None, variant=None):
         self.graph, self.traversal = graph, traversal
         self.verbose = _verbose_env() if verbose is None else verbose
         self.dev = dev if dev is not None else CupyDevice(self.verbose, device_id)
         self.device_id = getattr(self.dev, "device_id", None)
+        # conv/dense kernel variants (cuda_variants.py): same bits, chosen per layer shape
+        cc = getattr(getattr(self.dev, "device", None), "compute_capability", None)
+        self.variants = Chooser(variant, cc)
         self._params = {}  # (buffer id, dtype) -> device array, shared by every node
         self._kernels = {}
         # Lower every node, upload the parameters and load the kernels now, so that
@@ -139,7 +144,8 @@ class CudaExecutable:
         return outputs, steps
 
 
-def prepare(graph, traversal, verbose=None, device_id=None):
+def prepare(graph, traversal, verbose=None, device_id=None, variant=None):
     """Upload the parameters and load the kernels of a planned graph on GPU device_id
-    (None: CuPy's current device)."""
-    return CudaExecutable(graph, traversal, verbose=verbose, device_id=device_id)
+    (None: CuPy's current device). variant forces conv/dense kernel variants
+    (cuda_variants.py; None: SYNAPSE_CUDA_VARIANT, the variant table, else v1)."""
+    return CudaExecutable(graph, traversal, verbose=verbose, device_id=device_id, variant=variant)

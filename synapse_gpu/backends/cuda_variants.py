@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..reference.conv import resolve_pads
-from .cuda_lowering import Act, Launch, Param, Table, _qrange
+from .cuda_lowering import Act, Launch, Param, Table, _qrange, check_launch
 
 ENV = "SYNAPSE_CUDA_VARIANT"
 TABLE_ENV = "SYNAPSE_CUDA_VARIANT_TABLE"
@@ -172,7 +172,7 @@ def load_table(path=None):
 
 
 class Chooser:
-    """lower()'s hook: a node's variant launches, or None for v1 (cuda_lowering.LOWER).
+    """Per node: a variant's launches, or None where v1 runs (cuda_lowering.lower).
 
     force: a parse_force() string or dict (None: SYNAPSE_CUDA_VARIANT); cc: the
     device's compute capability ("80"), None where unknown (tensor cores not assumed).
@@ -209,4 +209,12 @@ class Chooser:
             steps = (_lower_dense_gemm(node, S, P, v) if node.op == "dense"
                      else _lower_conv_gemm(node, S, P, v))
         self.chosen[node.name] = v if steps else "v1"
+        return steps
+
+    def lower(self, node, shapes, buffers):
+        """A node's variant launches, checked against the kernel signatures, or None (v1:
+        cuda_lowering.lower)."""
+        steps = self(node, shapes, {r: buffers[b] for r, b in node.params.items()})
+        for s in steps or ():
+            check_launch(s, node.outputs[0])
         return steps
