@@ -30,7 +30,7 @@ class Traversal:
 def _spec_error(t):
     if not isinstance(t.name, str):
         return f"name {t.name!r} is not a string"
-    if not isinstance(t.shape, tuple) or not 1 <= len(t.shape) <= MAX_RANK or not all(
+    if not isinstance(t.shape, (tuple, list)) or not 1 <= len(t.shape) <= MAX_RANK or not all(
             is_int(d) for d in t.shape):
         return f"shape {t.shape!r} must be 1 to {MAX_RANK} integers"
     if not (t.shape[0] == -1 or t.shape[0] >= 1) or min(t.shape[1:], default=1) < 1:
