@@ -158,39 +158,48 @@ def connect(address=None):
     return True
 
 
-def _gpus_per_worker(device):
-    if device == "cuda":
-        return 1
-    if device == "auto":
-        return 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    return 0
-
-
-def run_job(model, input_path, out_dir, *, workers=None, shard_size=4096, batch_size=256,
-            device="auto", strict=True, progress=False, _crash_once=None):
-    """Run model over every record of input_path on the connected Ray cluster.
+def run_job(model, input_path, out_dir, *, address=None, workers=None, shard_size=4096,
+            batch_size=256, device="auto", strict=True, progress=False, _crash_once=None):
+    """Run model over every record of input_path on a Ray cluster.
 
     Shards already in out_dir that verify are reused; missing or damaged ones (a dead
-    worker's) are computed; each record counts exactly once. workers: actors (default:
-    one per GPU, or one per CPU). Returns a JobResult; the digest is also written to
-    out_dir/job.json.
+    worker's) are computed; each record counts exactly once. address: the cluster to
+    join if Ray is not initialized (see connect(); one started here is shut down at
+    the end). workers: actors (default one per GPU, or one per CPU). Returns a
+    JobResult; the digest is also written to out_dir/job.json.
     """
-    from tqdm import tqdm
-
     check_shard_size(shard_size)
     if batch_size < 1:
         raise InputError(f"batch size {batch_size}: must be at least 1")
+    # every check the driver can make comes before Ray starts: bad jobs fail in seconds
     graph = load_any(model)
-    probe = InferenceSession(graph, device="cpu", strict=strict)  # fail fast, on the driver
+    probe = InferenceSession(graph, device="cpu", strict=strict)
     source = InputSource(input_path, [t.name for t in graph.inputs])
     probe._quantized_feeds(source.read(0, 1))
     mid = model_id(graph)
     out_dir = os.path.abspath(out_dir)
     manifest = open_manifest(out_dir, mid, source, shard_size)
-    n_shards = -(-source.n // shard_size)
+    started = connect(address)
+    try:
+        n_shards = -(-source.n // shard_size)
+        roots, computed, devices = _execute(
+            n_shards, source.n, workers, progress, device,
+            dict(graph=graph, source=source, out_dir=out_dir, shard_size=shard_size,
+                 batch_size=batch_size, strict=strict, crash_once=_crash_once))
+    finally:
+        if started:
+            ray.shutdown()
+    digest = _job_digest(mid, source.n, combine([roots[s] for s in range(n_shards)]))
+    write_manifest(out_dir, dict(manifest, job_digest=digest))
+    return JobResult(digest, mid, source.n, n_shards, computed, devices)
 
-    gpus = _gpus_per_worker(device)
+
+def _execute(n_shards, n, workers, progress, device, worker_kwargs):
+    """The Ray Data pipeline: one row per shard in, one (shard, root) row per shard out."""
+    from tqdm import tqdm
+
     res = ray.cluster_resources()
+    gpus = 1 if device == "cuda" or (device == "auto" and res.get("GPU", 0) >= 1) else 0
     workers = workers or max(1, int(res.get("GPU", 0) if gpus else res.get("CPU", 1)))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts records, not Ray's blocks
@@ -201,11 +210,9 @@ def run_job(model, input_path, out_dir, *, workers=None, shard_size=4096, batch_
     ds = ds.map_batches(
         _ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, n_shards)),
         num_cpus=0 if gpus else 1, num_gpus=gpus,
-        fn_constructor_kwargs=dict(graph=graph, source=source, out_dir=out_dir,
-                                   shard_size=shard_size, batch_size=batch_size,
-                                   device=device, strict=strict, crash_once=_crash_once))
+        fn_constructor_kwargs=dict(worker_kwargs, device=device if gpus else "cpu"))
     roots, computed, devices = {}, 0, set()
-    with tqdm(total=source.n, unit="record", disable=not progress, file=sys.stderr, leave=False) as bar:
+    with tqdm(total=n, unit="record", disable=not progress, file=sys.stderr, leave=False) as bar:
         for row in ds.iter_rows():
             # a retried shard reports once; if it ever reported twice, the content is the same
             if row["shard"] not in roots:
@@ -215,9 +222,7 @@ def run_job(model, input_path, out_dir, *, workers=None, shard_size=4096, batch_
             devices.add(row["device"])
     if sorted(roots) != list(range(n_shards)):
         raise InputError(f"shards {sorted(set(range(n_shards)) - set(roots))[:5]} never reported")
-    digest = _job_digest(mid, source.n, combine([roots[s] for s in range(n_shards)]))
-    write_manifest(out_dir, dict(manifest, job_digest=digest))
-    return JobResult(digest, mid, source.n, n_shards, computed, sorted(devices))
+    return roots, computed, sorted(devices)
 
 
 def cli_run(args):
@@ -226,14 +231,9 @@ def cli_run(args):
         raise InputError("--trace is for single-process runs: drop --ray to trace a record")
     if not args.output:
         raise InputError("--ray writes resumable output shards: give an output directory with -o DIR")
-    started = connect(args.ray or None)
-    try:
-        r = run_job(args.model, args.input, args.output, workers=args.workers,
-                    shard_size=args.shard_size, batch_size=args.batch_size, device=args.device,
-                    strict=not args.no_strict, progress=not args.quiet)
-    finally:
-        if started:
-            ray.shutdown()
+    r = run_job(args.model, args.input, args.output, address=args.ray or None, workers=args.workers,
+                shard_size=args.shard_size, batch_size=args.batch_size, device=args.device,
+                strict=not args.no_strict, progress=not args.quiet)
     print(f"wrote {args.output}: {r.shards} shards ({r.computed} computed, "
           f"{r.shards - r.computed} verified and reused)")
     print(f"devices: {', '.join(r.devices)}  records: {r.records}  model id: {r.model_id}")

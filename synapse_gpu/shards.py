@@ -5,9 +5,10 @@ shard_size records (a power of two, so each shard is a subtree of the job's Merk
 tree). Shard s is one file, OUT/shard-<s>.npz, holding its first record id, the
 int8 outputs, the record digests and the shard's subtree root. Files appear by
 atomic rename, so a worker that dies mid-write leaves no half shard; a shard that
-exists is recomputed only if its content fails verification. OUT/job.json names
-the job (model id, record count, shard size, input files), so a rerun resumes the
-same job and refuses a directory that belongs to another.
+exists is recomputed only if its content fails verification (its outputs hashed
+again with the current inputs must give its digests). OUT/job.json names the job
+(model id, record count, shard size, input file names and sizes), so a rerun resumes
+the same job and refuses a directory that belongs to another.
 """
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ class InputSource:
             if len(counts) != 1 or 0 in counts:
                 raise InputError(f"{f}: the inputs {self.names} need equal, non-empty axis 0")
             self.parts.append((f, members, counts.pop()))
-            st = os.stat(f)
-            self.fingerprint.append([os.path.basename(f), st.st_size, st.st_mtime_ns])
+            # no mtime: a copied input may resume, as each reused shard is rehashed with it
+            self.fingerprint.append([os.path.basename(f), os.path.getsize(f)])
         self.n = sum(c for _, _, c in self.parts)
         self._open = (None, None)  # (file, loaded arrays): a worker's cache of its current file
 
@@ -154,7 +155,7 @@ def open_manifest(out_dir, model_id_hex, source, shard_size):
             have = json.load(f)
         if {k: have.get(k) for k in want} != want:
             diff = [k for k in want if have.get(k) != want[k]]
-            raise InputError(f"{out_dir} holds another job (its {', '.join(diff)} differ); "
+            raise InputError(f"{out_dir} holds another job (other {', '.join(diff)}); "
                              "use a new output directory")
         return have
     write_manifest(out_dir, want)

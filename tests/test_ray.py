@@ -123,6 +123,20 @@ def test_rerun_recomputes_only_missing_or_damaged_shards(job, crashed, tmp_path)
         run_job(job.model, job.dir / "x.npy", out, shard_size=128, device="cpu")
 
 
+def test_a_changed_input_record_recomputes_its_shard(job, crashed, tmp_path):
+    x = job.x.copy()
+    x[70] = 1 - x[70]  # record 70 is in shard 1; the file keeps its name and size
+    np.save(tmp_path / "x.npy", x)
+    shutil.copytree(crashed[1], tmp_path / "out")
+    r = run_job(job.model, tmp_path / "x.npy", tmp_path / "out", workers=1, shard_size=64,
+                device="cpu")
+    sess = sg.InferenceSession(job.model, device="cpu")
+    q = sess.run_full(None, {"input": x}, output_type="int8")
+    want = job_digest_of(sess.model_id, [("input", q.int8_inputs["input"])],
+                         [("logits", q.int8_outputs["logits"])])
+    assert (r.digest, r.computed) == (want, 1) and want != job.want
+
+
 def test_bad_jobs_fail_on_the_driver_with_library_errors(cluster, job, tmp_path):
     with pytest.raises(InputError, match="power of two"):
         run_job(job.model, job.dir / "x.npy", tmp_path / "o", shard_size=100)
