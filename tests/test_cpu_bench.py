@@ -23,8 +23,8 @@ def _digits(n):
 
 def test_compare_files_on_digits():
     rows, engines = timing.compare_files({"digits": DIGITS}, _digits(8), rounds=1, reps=1)
-    (label, b1, p1, t8, r8, same, top1), = rows
-    assert label == "digits" and min(b1, p1, t8, r8) > 0 and 0 <= same <= 1 and top1 > 0.5
+    (label, b1, p1, t8, r8, same, top1, best1, best8), = rows
+    assert label == "digits" and min(b1, p1, t8, r8, best1, best8) > 0 and 0 <= same <= 1 and top1 > 0.5
     assert len(engines) == 1
     assert timing.table(rows)[2].startswith("| digits |")
 
