@@ -2,8 +2,8 @@
 
 Two ways in:
 - SynapsePredictor: a callable class for your own Ray Data pipeline,
-      ds.map_batches(SynapsePredictor, fn_constructor_kwargs={"model": path},
-                     batch_size=256, concurrency=4, num_gpus=1)
+      ds.map_batches(SynapsePredictor, fn_constructor_kwargs={"model": path}, batch_size=256,
+                     compute=ray.data.ActorPoolStrategy(size=4), num_gpus=1)
   one InferenceSession per actor; each output row carries its record digest, and
   job_digest(ds, model_id) reduces an "id" + "digest" dataset to the job digest.
 - run_job (`synapse run MODEL --input X --ray [ADDRESS] -o DIR`): shards of records

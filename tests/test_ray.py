@@ -38,10 +38,11 @@ def deadline():
     def stuck(*_):
         raise TimeoutError("Ray job did not finish in 300 s")
 
-    signal.signal(signal.SIGALRM, stuck)
+    before = signal.signal(signal.SIGALRM, stuck)
     signal.alarm(300)
     yield
     signal.alarm(0)
+    signal.signal(signal.SIGALRM, before)
 
 
 @pytest.fixture(scope="module")
