@@ -2,6 +2,11 @@
 
 ONNX LayerNormalization: y = (x - mean) / sqrt(var + eps) * gamma + beta, mean and var
 over the axes from ``axis`` to the last (n elements per row; axis >= 1: never the batch).
+The gains g and offsets b are (K, m) arrays, m = n or 1 (one value for the whole row):
+row r (rows in C order over the leading axes, batch included) uses row r % K of them.
+LayerNormalization has K = 1, m = n; InstanceNormalization over (N, C, *sp) rows of the
+spatial axes has K = C, m = 1; GroupNormalization, viewed as (N, G, C/G, *sp), has
+K = G and m = n (each element the gain of its channel).
 
 Run (per row of n elements, integers only; d = x - z_x, |d| <= 255, n <= 4096):
     S1 = sum d,  S2 = sum d^2                       (exact: |S1| < 2^20, S2 < 2^28)
@@ -58,16 +63,20 @@ def layernorm(x, *, g, b, axis, eps_term, shift, x_zero_point, y_zero_point, qmi
     P = np.maximum(0, (60 - bits) // 2)
     D = np.maximum(1, isqrt(V << (2 * P)))  # V = 0 only for a constant row and eps 0: c = 0
     z = _rhe_div((n * d - s1) << (P + Q), D)
-    y = _rhe_div(z * np.asarray(g, np.int64).reshape(-1) + np.asarray(b, np.int64).reshape(-1),
-                 np.int64(1) << (Q + int(shift))) + int(y_zero_point)
+    g, b = np.asarray(g, np.int64), np.asarray(b, np.int64)
+    k = np.arange(d.shape[0]) % g.shape[0]  # each row's gain row
+    y = _rhe_div(z * g[k] + b[k], np.int64(1) << (Q + int(shift))) + int(y_zero_point)
     return np.clip(y, qmin, qmax).astype(np.int8).reshape(x.shape)
 
 
-def layernorm_params(gamma, beta, eps, s_x, s_y):
-    """{"g", "b"} params and {"eps_term", "shift"} attrs (module docstring)."""
-    gamma = np.asarray(gamma, np.float32).astype(np.float64).reshape(-1)
-    beta = np.asarray(beta, np.float32).astype(np.float64).reshape(-1)
-    n = gamma.size
+def layernorm_params(gamma, beta, eps, s_x, s_y, n=None):
+    """{"g", "b"} params (K, m) and {"eps_term", "shift"} attrs (module docstring).
+
+    gamma, beta: (m,) for one row of n = m elements, or (K, m) with the row length n given.
+    """
+    gamma = np.atleast_2d(np.asarray(gamma, np.float32).astype(np.float64))
+    beta = np.broadcast_to(np.asarray(beta, np.float32).astype(np.float64), gamma.shape)
+    n = gamma.shape[1] if n is None else n
     if not 1 <= n <= MAX_N:
         raise ValueError(f"a LayerNormalization over {n} elements (1..{MAX_N})")
     s_x, s_y = float(np.float32(s_x)), float(np.float32(s_y))

@@ -119,6 +119,11 @@ def _layernorm(node, ins, out, params):
     return {"alu": 4 * e, "macs": 2 * e, "requants": e}
 
 
+def _resize_linear(node, ins, out, params):
+    e = _elems(out)  # 2^k corners, each a weight product and a multiply-add
+    return {"macs": e * 2 ** len(node.attrs["sizes"]), "requants": e}
+
+
 def _move(node, ins, out, params):
     return {}  # bytes only
 
@@ -143,6 +148,7 @@ _RULES = {
     "take": _move,
     "lrn": _lrn,
     "layernorm": _layernorm,
+    "resize_linear": _resize_linear,
 }
 
 

@@ -17,6 +17,7 @@ from .reference.pool import output_size
 from .reference.softmax import EXP_ONE
 from .reference.layernorm import MAX_N as LN_MAX_N
 from .reference.lrn import MAX_SIZE as LRN_MAX_SIZE
+from .reference.resize import MAX_FRAC_BITS as RESIZE_MAX_FRAC
 from .reference.take import take_shape_error
 from .schema import (ADD_FIXED, ADD_MULTIPLIER, ADD_SHIFT, AXIS, DIM, INT8, MAX_RANK, MULTIPLIER,
                      PAD, SHIFT, Int, Ints, Param, Str, attrs_error)
@@ -195,11 +196,35 @@ def _layernorm_shape(node, s, p):
     x, axis = s[0], int(node.attrs["axis"])
     if not 1 <= axis % len(x) < len(x):
         fail(node, f"axis {axis} must be a non-batch axis of {list(x)}")
-    n = math.prod(x[axis % len(x):])
-    if n > LN_MAX_N or p["g"].shape != (n,) or p["b"].shape != (n,):
-        fail(node, f"normalizes {n} elements (at most {LN_MAX_N}); g and b need shape [{n}], "
-                   f"got {list(p['g'].shape)}, {list(p['b'].shape)}")
+    n, rows = math.prod(x[axis % len(x):]), math.prod(x[1:axis % len(x)])
+    g = p["g"].shape
+    if n > LN_MAX_N or len(g) != 2 or g != p["b"].shape or g[1] not in (1, n) or rows % g[0]:
+        fail(node, f"normalizes {n} elements (at most {LN_MAX_N}) in {rows} rows per sample; g "
+                   f"and b need one shape (K, {n} or 1), K dividing {rows}, got "
+                   f"{list(g)}, {list(p['b'].shape)}")
     return [x]
+
+
+def _resize_linear_shape(node, s, p):
+    x, sizes = s[0], [int(v) for v in node.attrs["sizes"]]
+    frac = [int(v) for v in node.attrs["frac_bits"]]
+    k = len(sizes)
+    if not 2 <= len(x) <= 4 or k != len(x) - 1 or min(sizes) < 1 or len(frac) != k or \
+            sum(frac) > RESIZE_MAX_FRAC:
+        fail(node, f"sizes {sizes} / frac_bits {frac} for input {list(x)}: one per axis after "
+                   f"the batch, rank 2..4, at most {RESIZE_MAX_FRAC} fraction bits in all")
+    if p["indices"].shape != (2 * sum(sizes),) or p["weights"].shape != (sum(sizes),):
+        fail(node, f"indices {list(p['indices'].shape)} / weights {list(p['weights'].shape)}: "
+                   f"expected [{2 * sum(sizes)}] / [{sum(sizes)}]")
+    start = wstart = 0
+    for d, size, f in zip(x[1:], sizes, frac):
+        part, w = p["indices"][start:start + 2 * size], p["weights"][wstart:wstart + size]
+        if part.min() < 0 or part.max() >= d or w.max() > 1 << f:
+            fail(node, f"indices outside an axis of size {d} or weights above 2^{f}")
+        start, wstart = start + 2 * size, wstart + size
+    if not 1 <= int(node.attrs["shift"]) + sum(frac) <= 62:
+        fail(node, f"shift {node.attrs['shift']} + {sum(frac)} outside [1, 62]")
+    return [(x[0], *sizes)]
 
 
 def _binary_shape(node, s, p):
@@ -354,6 +379,10 @@ OPS = {d.name: d for d in [
                         "b": Param((I64,), -(1 << 47), 1 << 47)},
           dict(axis=Int(*AXIS), eps_term=Int(0, (1 << 50) - 1), shift=Int(0, 22),
                **_xy("x_zero_point", "y_zero_point"), **Q), _layernorm_shape),
+    OpDef("resize_linear", {"indices": Param((I32,)),
+                            "weights": Param((I32,), 0, 1 << RESIZE_MAX_FRAC)},
+          dict(sizes=Ints(1, 1 << 28, max_len=3), frac_bits=Ints(0, RESIZE_MAX_FRAC, max_len=3),
+               **_xy("x_zero_point", "y_zero_point"), **REQ, **Q), _resize_linear_shape),
     OpDef("take", {"indices": Param((I32,))}, {"sizes": Ints(1, 1 << 28, max_len=MAX_RANK)},
           _take_shape, compute=False),
     OpDef("concat", {}, dict(axis=Int(*AXIS), x_zero_points=Ints(*INT8, max_len=MAX_CONCAT),

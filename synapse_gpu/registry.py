@@ -14,6 +14,7 @@ _MODULES = {
     "take": ("take",),
     "lrn": ("lrn",),
     "layernorm": ("layernorm",),
+    "resize": ("resize_linear",),
 }
 
 

@@ -110,7 +110,7 @@ def test_batch_axis_is_refused(node, consts):
         import_onnx(model((3, 4), node, consts.items()))
 
 
-def test_resize_linear_is_refused_with_advice():
-    node = N("Resize", ["f", "", "sc"], ["g"], mode="linear")
-    with pytest.raises(UnsupportedOpError, match=r"\(op Resize\).*nearest"):
+def test_resize_cubic_is_refused_with_advice():
+    node = N("Resize", ["f", "", "sc"], ["g"], mode="cubic")
+    with pytest.raises(UnsupportedOpError, match=r"\(op Resize\).*nearest.*linear"):
         import_onnx(model((3, 4), node, {"sc": np.array([1, 1, 2], F32)}.items()))

@@ -25,7 +25,9 @@ def scalar_layernorm(x, g, b, axis, eps_term, shift, zx, zy, qmin=-128, qmax=127
         D = max(1, math.isqrt(V * 4 ** P))
         for i, di in enumerate(d):
             z = round(Fraction((n * di - s1) * 2 ** (P + 16), D))  # round: half to even
-            y = round(Fraction(z * int(g[i]) + int(b[i]), 2 ** (16 + shift))) + zy
+            k = (len(out) // n) % g.shape[0]  # the row's gains: row index mod K
+            gi, bi = (int(t[k, i if t.shape[1] > 1 else 0]) for t in (g, b))
+            y = round(Fraction(z * gi + bi, 2 ** (16 + shift))) + zy
             out.append(min(max(y, qmin), qmax))
     return np.array(out, np.int8).reshape(x.shape)
 
@@ -46,6 +48,7 @@ def test_layernorm_equals_python_integers(shape, axis, q):
     beta = rng.normal(0, 0.5, n)
     p, a = layernorm_params(gamma, beta, 1e-5, s_x, s_y)
     y = layernorm(x, axis=axis, x_zero_point=zx, y_zero_point=zy, **p, **a)
+    assert p["g"].shape == (1, n)
     np.testing.assert_array_equal(y, scalar_layernorm(x, p["g"], p["b"], axis % len(shape),
                                                       a["eps_term"], a["shift"], zx, zy))
     np.testing.assert_array_equal(layernorm(x[1:2], axis=axis, x_zero_point=zx, y_zero_point=zy,
@@ -58,6 +61,18 @@ def test_layernorm_equals_python_integers(shape, axis, q):
         shape[axis % len(shape):])
     want = np.clip(np.rint(f / F32(s_y)) + zy, -128, 127)
     assert np.abs(y - want).max() <= 1
+
+
+@pytest.mark.parametrize("K,m", [(4, 1), (2, 30)])  # instance norm (a gain per row), group norm
+def test_row_gains_equal_python_integers(K, m):
+    x = rand_i8(rng_for(K, m), (3, 4, 30))
+    rng = rng_for(m)
+    gamma, beta = rng.uniform(-2, 2, (K, m)), rng.normal(0, 0.5, (K, m))
+    p, a = layernorm_params(gamma, beta, 1e-5, 0.05, 0.04, n=30)
+    assert p["g"].shape == (K, m)
+    y = layernorm(x, axis=2, x_zero_point=-3, y_zero_point=5, **p, **a)
+    np.testing.assert_array_equal(y, scalar_layernorm(x, p["g"], p["b"], 2, a["eps_term"],
+                                                      a["shift"], -3, 5))
 
 
 def test_isqrt_exact_at_squares_and_large_values():

@@ -300,8 +300,19 @@ def _lower_layernorm(node, S, P):
     xs = S[x]
     return [Launch("layernorm_v1", math.prod(xs), (
         Act(x), Param(node.params["g"], "int32"), Param(node.params["b"], "int64"), Act(y),
-        math.prod(xs), math.prod(xs[int(a["axis"]) % len(xs):]), int(a["eps_term"]),
-        int(a["shift"]), int(a["x_zero_point"]), int(a["y_zero_point"]), *_qrange(a)))]
+        math.prod(xs), math.prod(xs[int(a["axis"]) % len(xs):]), *P["g"].shape,
+        int(a["eps_term"]), int(a["shift"]), int(a["x_zero_point"]), int(a["y_zero_point"]),
+        *_qrange(a)))]
+
+
+def _lower_resize_linear(node, S, P):
+    a, (x,), (y,) = node.attrs, node.inputs, node.outputs
+    return [Launch("resize_linear_v1", math.prod(S[y]), (
+        Act(x), Table((*S[y], *S[x], 0, *a["frac_bits"])),
+        Param(node.params["indices"], "int32"), Param(node.params["weights"], "int32"), Act(y),
+        math.prod(S[y]), len(S[y]),
+        int(a["x_zero_point"]), int(a["y_zero_point"]), int(a["multiplier"]), int(a["shift"]),
+        *_qrange(a)))]
 
 
 def _lower_concat(node, S, P):
@@ -340,6 +351,7 @@ LOWER = {
     "flatten": _lower_copy, "reshape": _lower_copy, "identity": _lower_copy,
     "transpose": _lower_transpose, "concat": _lower_concat, "pad": _lower_pad,
     "take": _lower_take, "lrn": _lower_lrn, "layernorm": _lower_layernorm,
+    "resize_linear": _lower_resize_linear,
 }
 
 

@@ -138,6 +138,15 @@ CASES = [
         "layernorm", [x], attrs=dict(axis=2, x_zero_point=b.quant[x][1], y_zero_point=4,
                                      **_ln_params(b.quant[x][0])[1]),
         params=_ln_params(b.quant[x][0])[0], out_quant=(0.03, 4))),
+    _unary("resize_linear", (2, 3, 4), lambda b, x: b.add_node(  # 2x, half_pixel weights
+        "resize_linear", [x], attrs=dict(sizes=[2, 6, 8], frac_bits=[0, 8, 8],
+                                         x_zero_point=b.quant[x][1],
+                                         y_zero_point=-2, multiplier=1 << 23, shift=23),
+        params=dict(indices=np.array([0, 1, 0, 1] + [0, 0, 0, 1, 1, 2, 1, 1, 2, 2, 2, 2]
+                                     + [0, 0, 0, 1, 1, 2, 2, 3, 1, 1, 2, 2, 3, 3, 3, 3], np.int32),
+                    weights=np.array([0, 0] + [0, 64, 192, 64, 192, 0]
+                                     + [0, 64, 192, 64, 192, 64, 192, 0], np.int32)),
+        out_quant=(b.quant[x][0], -2))),
     _unary("lrn", (6, 3, 3), lambda b, x: b.add_node(
         "lrn", [x], attrs=dict(size=5, x_zero_point=b.quant[x][1]), params=lrn_params(
             b.quant[x][0], b.quant[x][1], 0.02, -3, 5, 0.05, 0.75, 1.0, channels=6),

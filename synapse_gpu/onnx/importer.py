@@ -72,6 +72,7 @@ def import_onnx(model, *, name=None):
     order = checks.check_structure(proto.graph)
     proto, order = _opset(proto, order)
     refusals.refuse(order)
+    order = layernorm.fuse_decomposed(proto, order)
     order = unary.fuse_functions(proto, order, _Importer.has_rule)
     order, inferred = islands.quantize_islands(proto, order, _Importer.has_rule)
     return _Importer(proto, order, name, inferred).run()

@@ -1,11 +1,12 @@
 """Data movement on quantized tensors: Slice, Split, Gather (constant indices), Tile,
-Expand, Resize (nearest), SpaceToDepth, DepthToSpace.
+Expand, Resize (nearest; linear with 8-bit integer weights), SpaceToDepth, DepthToSpace.
 
 They only move int8 codes, so they commute with DequantizeLinear: on a Deq or an Int
 they act on the codes and keep the quantization (as int8_ops.py's reshapes). Each
 becomes one `take` node (reference/take.py: one constant index list per axis after
 the batch, computed here) or, for SpaceToDepth/DepthToSpace, reshape -> transpose ->
-reshape. Axis 0 is never indexed: an op that would select, repeat or resize samples is
+reshape. Resize linear is the one with arithmetic: `resize_linear` (reference/resize.py).
+Axis 0 is never indexed: an op that would select, repeat or resize samples is
 refused, so samples never mix. A mixin of importer._Importer.
 """
 from __future__ import annotations
@@ -16,7 +17,10 @@ import numpy as np
 
 from .. import build
 from ..errors import ModelFormatError, UnsupportedOpError
+from ..reference.requant import quantize_multiplier
+from ..reference.resize import MAX_FRAC_BITS
 from .checks import label
+from .values import Pending
 
 f32 = np.float32
 _INT_MAX = (1 << 31) - 1
@@ -172,6 +176,7 @@ class MovementOps:
     }
 
     def _Resize(self, node, v=None):
+        after_pending = v is not None
         v, t = self._tensor_in(node, v)
         shape = self.b.shapes[t]
         a = self._attrs(node)
@@ -179,10 +184,9 @@ class MovementOps:
         coord = a.get("coordinate_transformation_mode", "half_pixel" if self.opset >= 11
                       else "asymmetric")
         nearest = a.get("nearest_mode", "round_prefer_floor" if self.opset >= 11 else "floor")
-        if mode != "nearest":
-            self._fail(node, f"mode {mode!r}: only nearest resizing has a Synapse rule so far",
-                       "resize with mode='nearest', or upsample with a ConvTranspose",
-                       UnsupportedOpError)
+        if mode not in ("nearest", "linear"):
+            self._fail(node, f"mode {mode!r}: only nearest and linear resizing have a Synapse "
+                             "rule", "resize with mode='nearest' or 'linear'", UnsupportedOpError)
         if coord not in self._COORD or nearest not in self._NEAREST or \
                 int(a.get("antialias", 0)) or "axes" in a or \
                 a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
@@ -207,13 +211,49 @@ class MovementOps:
                        exc=ModelFormatError)
         if not batch_ok:
             self._batch_untouched(node, "resizes")
-        lists = []
+        coords = []
         for d, m, s in zip(shape[1:], out[1:], scales):
             o = np.arange(m, dtype=np.float32)
             with np.errstate(all="ignore"):
-                x = self._COORD[coord](o, f32(s), d, m).astype(np.float32)
-            lists.append(np.clip(self._NEAREST[nearest](x), 0, d - 1).astype(np.int64))
+                coords.append(self._COORD[coord](o, f32(s), d, m).astype(np.float32))
+        if mode == "linear":
+            return self._resize_linear(node, v, t, coords, after_pending)
+        lists = [np.clip(self._NEAREST[nearest](x), 0, d - 1).astype(np.int64)
+                 for x, d in zip(coords, shape[1:])]
         return self._take(node, v, t, lists)
+
+    def _resize_linear(self, node, v, t, coords, after_pending):
+        """resize_linear (reference/resize.py): per axis lo, hi and the 8-bit weight of hi.
+        After a pending op (v given) it keeps that op's output scale (a convex combination
+        stays in range); otherwise it waits for the QuantizeLinear that reads it."""
+        shape = self.b.shapes[t]
+        if len(shape) > 4:
+            self._fail(node, f"linear resize of a rank-{len(shape)} tensor (at most 4)",
+                       exc=UnsupportedOpError)
+        idx, weights, lam = [], [], []
+        for x, d in zip(coords, shape[1:]):
+            x = np.clip(x, f32(0), f32(d - 1))  # onnxruntime clamps the coordinate
+            lo = np.floor(x).astype(np.int64)
+            idx += [lo, np.minimum(lo + 1, d - 1)]
+            lam.append((x - lo.astype(np.float32)).astype(np.float64))
+        bits = MAX_FRAC_BITS // max(1, sum(bool(v.any()) for v in lam))
+        frac = [bits if v.any() else 0 for v in lam]
+        for v, f in zip(lam, frac):
+            weights.append(np.rint(v * (1 << f)).astype(np.int64))
+        params = dict(indices=np.concatenate(idx).astype(np.int32),
+                      weights=np.concatenate(weights).astype(np.int32))
+        sizes = [len(x) for x in coords]
+
+        def emit(ys, yz, qmin, qmax):
+            s_x, z_x = self.b.quant[t]
+            m, k = quantize_multiplier(f32(s_x) / f32(ys))
+            return self.b.add_node("resize_linear", [t], attrs=dict(
+                sizes=sizes, frac_bits=frac, x_zero_point=int(z_x), y_zero_point=int(yz),
+                multiplier=int(m), shift=int(k), qmin=int(qmin), qmax=int(qmax)), params=params,
+                name=label(node), out_quant=(ys, yz))
+        if after_pending:
+            return self._same_kind(v, emit(*self.b.quant[t], -128, 127))
+        return Pending(node, emit)
 
     # ---- SpaceToDepth, DepthToSpace ----------------------------------------------------------
     def _SpaceToDepth(self, node, v=None):

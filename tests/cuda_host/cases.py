@@ -263,14 +263,30 @@ def _lrn(in_shape, size, alpha):
     return make
 
 
-def _layernorm(in_shape, axis):
-    """layernorm over the trailing axes, gains of both signs, a constant row included."""
+def _layernorm(in_shape, axis, rows=None):
+    """layernorm over the trailing axes, gains of both signs; rows: one gain per row
+    (InstanceNormalization's form) for that many rows per sample."""
     def make(rng, zx, zy):
         from synapse_gpu.reference.layernorm import layernorm_params
         n = math.prod(in_shape[axis:])
-        p, a = layernorm_params(rng.uniform(-2, 2, n), rng.normal(0, 0.5, n), 1e-5, 0.05, 0.03)
+        shape = (rows, 1) if rows else (n,)
+        p, a = layernorm_params(rng.uniform(-2, 2, shape), rng.normal(0, 0.5, shape), 1e-5, 0.05,
+                                0.03, n=n)
         return single("layernorm", [in_shape],
                       dict(axis=axis, x_zero_point=zx, y_zero_point=zy, **a), p)
+    return make
+
+
+def _resize_linear(in_shape, lists):
+    """resize_linear: per axis (lo, hi, weight) lists; weights 0, 2^8 and between."""
+    def make(rng, zx, zy):
+        m, k = sqm(0.7)
+        return single("resize_linear", [in_shape], dict(
+            sizes=[len(w) for _, _, w in lists], frac_bits=[0, 8, 8][-len(lists):], x_zero_point=zx,
+            y_zero_point=zy,
+            multiplier=m, shift=k), dict(
+            indices=np.concatenate([np.r_[lo, hi] for lo, hi, _ in lists]).astype(np.int32),
+            weights=np.concatenate([w for _, _, w in lists]).astype(np.int32)))
     return make
 
 
@@ -340,6 +356,13 @@ def _all_ops():
         "pad_reflect": _plain("pad", (-1, 3, 5), pads=[0, 1, 4, 0, 2, 3], mode="reflect"),
         "layernorm_last_axis": _layernorm((-1, 5, 24), 2),
         "layernorm_two_axes": _layernorm((-1, 3, 4, 6), 2),
+        "layernorm_row_gains": _layernorm((-1, 3, 4, 6), 2, rows=3),
+        "resize_linear_2d": _resize_linear((-1, 3, 4, 5), [
+            ([0, 2, 1], [0, 2, 1], [0, 0, 0]),
+            ([0, 0, 1, 2, 3], [1, 1, 2, 3, 3], [64, 192, 128, 0, 256]),
+            ([0, 1, 1, 2, 3, 4], [1, 2, 2, 3, 4, 4], [85, 171, 256, 1, 255, 0])]),
+        "resize_linear_1d": _resize_linear((-1, 6), [([0, 1, 2, 4, 5], [1, 2, 3, 5, 5],
+                                                       [128, 128, 7, 250, 0])]),
         "lrn_2d": _lrn((-1, 7, 3, 4), 5, 0.05),
         "lrn_1d_wide": _lrn((-1, 4, 5), 6, 0.2),
         "take_slice_steps": _take((-1, 4, 7, 5), [[1, 2, 3], [6, 4, 2, 0], [0, 1, 2, 3, 4]]),
