@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import synapse_gpu as sg
-from synapse_gpu.digest import record_digests, run_digest
+from synapse_gpu.digest import record_digests
 from synapse_gpu.errors import InputError
 from synapse_gpu.examples.tiny import tiny_cnn
 from synapse_gpu.jobdigest import (JobDigestBuilder, Tree, check_shard_size, combine, descend,
