@@ -169,8 +169,8 @@ def run_job(model, input_path, out_dir, *, address=None, workers=None, shard_siz
     JobResult; the digest is also written to out_dir/job.json.
     """
     check_shard_size(shard_size)
-    if batch_size < 1:
-        raise InputError(f"batch size {batch_size}: must be at least 1")
+    if batch_size < 1 or (workers is not None and workers < 1):
+        raise InputError(f"batch size {batch_size}, workers {workers}: each must be at least 1")
     # every check the driver can make comes before Ray starts: bad jobs fail in seconds
     graph = load_any(model)
     probe = InferenceSession(graph, device="cpu", strict=strict)

@@ -141,6 +141,8 @@ def test_a_changed_input_record_recomputes_its_shard(job, crashed, tmp_path):
 def test_bad_jobs_fail_on_the_driver_with_library_errors(cluster, job, tmp_path):
     with pytest.raises(InputError, match="power of two"):
         run_job(job.model, job.dir / "x.npy", tmp_path / "o", shard_size=100)
+    with pytest.raises(InputError, match="at least 1"):
+        run_job(job.model, job.dir / "x.npy", tmp_path / "o", workers=0)
     with pytest.raises(InputError, match="does not exist"):
         run_job(job.model, job.dir / "nope.npy", tmp_path / "o")
     np.save(tmp_path / "wrong.npy", np.zeros((4, 1, 7, 7), np.float32))
