@@ -22,9 +22,9 @@ Bounds: |c_i| <= sqrt((n-1) (V - eps_term)) so |c_i 2^(P+16)| <= sqrt(n) D 2^16 
 
 Build (host, float64, ``layernorm_params``): eps_term = rhe(eps n^2 / s_x^2); G_i =
 gamma_i / s_y, B_i = beta_i / s_y (gamma, beta: their float32 values); shift = the
-largest k <= 22 with max|G| 2^k < 2^22 (max|G| < 2^22 required); g_i = rhe(G_i 2^shift); b_i = rhe(B_i 2^(16+shift))
-with B clipped to +-(64 max|G| + 512) (|z| < 64: a larger offset saturates anyway);
-0 <= eps_term < 2^50 (so V < 2^51).
+largest k <= 22 with max|G| 2^k < 2^22 (max|G| < 2^22 required); g_i = rhe(G_i 2^shift);
+b_i = rhe(B_i 2^(16+shift)) with B clipped to +-(64 max|G| + 256) (|z| < 64: a larger
+offset saturates anyway; so |b_i| < 2^44 + 2^46); 0 <= eps_term < 2^50 (so V < 2^51).
 """
 import math
 
@@ -85,7 +85,7 @@ def layernorm_params(gamma, beta, eps, s_x, s_y, n=None):
     shift = 22 if gmax == 0 else min(22, 22 - math.frexp(gmax)[1])
     if shift < 0:
         raise ValueError(f"gamma / s_y up to {gmax:.3g}: outside the integer rule (< 2^22)")
-    lim = 64 * gmax + 512
+    lim = 64 * gmax + 256
     g = np.rint(G * 2.0 ** shift).astype(np.int64)
     b = np.rint(np.clip(B, -lim, lim) * 2.0 ** (Q + shift)).astype(np.int64)
     eps_term = int(np.rint(float(np.float32(eps)) * n * n / (s_x * s_x)))

@@ -28,7 +28,8 @@ def take_shape_error(x_shape, indices, sizes):
     """None if (indices, sizes) fit an input of x_shape, else what is wrong."""
     sizes = [int(s) for s in sizes]
     if len(sizes) != len(x_shape) - 1 or min(sizes, default=1) < 1:
-        return f"sizes {sizes} must give one positive size per axis after the batch of {list(x_shape)}"
+        return (f"sizes {sizes} must give one positive size per axis after the batch of "
+                f"{list(x_shape)}")
     if indices.shape != (sum(sizes),):
         return f"indices has shape {list(indices.shape)}, expected [{sum(sizes)}] (sum of sizes)"
     start = 0

@@ -107,7 +107,8 @@ def _depends(exit_node, nodes):
 
 
 def _function_node(x, t, body, last):
-    graph = helper.make_graph(body, f"{t}.function", [helper.make_value_info(x, helper.TypeProto())],
+    graph = helper.make_graph(body, f"{t}.function",
+                              [helper.make_value_info(x, helper.TypeProto())],
                               [helper.make_value_info(t, helper.TypeProto())])
     return helper.make_node(OP, [x], [t], name=last.name or None, body=graph)
 
