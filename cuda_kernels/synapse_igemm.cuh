@@ -30,8 +30,9 @@ typedef unsigned int u32;
 #define SYN_TK 32   // k per step
 
 // A gather: Geom::a(grp, m, k) is the weight (m < Mg, k < K in range), Geom::Col
-// the per-pixel state of the B gather, Geom::b(col, k) its value at k < K,
-// Geom::out(grp, m, col) the output index. Out-of-range k, m, p read as 0.
+// the per-pixel state of the B gather, Geom::b(col, k) its value at k < K and
+// Geom::b8(col, k, v) the 8 values from k (0 past K), Geom::out(col, m) the output
+// index. Out-of-range m and p read as 0.
 
 // Conv, channels-first, 1 to 3 spatial axes (unit leading ones), as ConvArgs.
 struct ConvGemm {
@@ -60,12 +61,31 @@ struct ConvGemm {
         c.out = (n * M + (i64)grp * Mg) * OD * OH * OW + (p % (int)(OW * OH * OD));
         return c;
     }
-    __host__ __device__ __forceinline__ i8 b(const Col& c, int k) const {
-        const int kw = k % (int)KW, kh = k / (int)KW % (int)KH;
-        const int kd = k / (int)(KW * KH) % (int)KD, ch = k / (int)(KW * KH * KD);
+    __host__ __device__ __forceinline__ i8 at(const Col& c, int ch, int kd, int kh, int kw) const {
         const int id = c.id0 + kd * (int)dd, ih = c.ih0 + kh * (int)dh, iw = c.iw0 + kw * (int)dw;
         if (id < 0 || id >= D || ih < 0 || ih >= H || iw < 0 || iw >= W) return zx;
         return c.x[((ch * D + id) * H + ih) * W + iw];
+    }
+    __host__ __device__ __forceinline__ i8 b(const Col& c, int k) const {
+        return at(c, k / (int)(KW * KH * KD), k / (int)(KW * KH) % (int)KD, k / (int)KW % (int)KH,
+                  k % (int)KW);
+    }
+    // One index decode for the run, then (c, kd, kh, kw) steps like an odometer.
+    __host__ __device__ __forceinline__ void b8(const Col& c, int k, i8* v) const {
+        int kw = k % (int)KW, r = k / (int)KW;
+        int kh = r % (int)KH;
+        r /= (int)KH;
+        int kd = r % (int)KD, ch = r / (int)KD;
+        for (int j = 0; j < 8; ++j) {
+            v[j] = k + j < K ? at(c, ch, kd, kh, kw) : (i8)0;
+            if (++kw == KW) {
+                kw = 0;
+                if (++kh == KH) {
+                    kh = 0;
+                    if (++kd == KD) kd = 0, ++ch;
+                }
+            }
+        }
     }
     __host__ __device__ __forceinline__ i64 out(const Col& c, int m) const {
         return c.out + (i64)m * OD * OH * OW;
@@ -92,6 +112,9 @@ struct DenseGemm {
         return c;
     }
     __host__ __device__ __forceinline__ i8 b(const Col& c, int k) const { return c.x[k]; }
+    __host__ __device__ __forceinline__ void b8(const Col& c, int k, i8* v) const {
+        for (int j = 0; j < 8; ++j) v[j] = k + j < K ? c.x[k + j] : (i8)0;
+    }
     __host__ __device__ __forceinline__ i64 out(const Col& c, int m) const { return c.out + m; }
 };
 
@@ -114,21 +137,19 @@ __host__ __device__ __forceinline__ u32 syn_pack4(i8 b0, i8 b1, i8 b2, i8 b3) {
            (u32)(unsigned char)b3 << 24;
 }
 
-// Bytes k..k+3 of B's column, 0 past K.
+// Bytes k..k+7 of A's row m and of B's column c as two words each, 0 past K, Mg, P.
 template <class G>
-__host__ __device__ __forceinline__ u32 syn_b4(const G& g, const typename G::Col& c, int k) {
-    if (!c.x) return 0;
-    i8 v[4];
-    for (int j = 0; j < 4; ++j) v[j] = k + j < g.K ? g.b(c, k + j) : (i8)0;
-    return syn_pack4(v[0], v[1], v[2], v[3]);
+__host__ __device__ __forceinline__ void syn_a8(const G& g, int grp, int m, int k, u32* a) {
+    i8 v[8];
+    for (int j = 0; j < 8; ++j) v[j] = m < g.Mg && k + j < g.K ? g.a(grp, m, k + j) : (i8)0;
+    a[0] = syn_pack4(v[0], v[1], v[2], v[3]), a[1] = syn_pack4(v[4], v[5], v[6], v[7]);
 }
 
 template <class G>
-__host__ __device__ __forceinline__ u32 syn_a4(const G& g, int grp, int m, int k) {
-    if (m >= g.Mg) return 0;
-    i8 v[4];
-    for (int j = 0; j < 4; ++j) v[j] = k + j < g.K ? g.a(grp, m, k + j) : (i8)0;
-    return syn_pack4(v[0], v[1], v[2], v[3]);
+__host__ __device__ __forceinline__ void syn_b8(const G& g, const typename G::Col& c, int k, u32* b) {
+    i8 v[8] = {};
+    if (c.x) g.b8(c, k, v);
+    b[0] = syn_pack4(v[0], v[1], v[2], v[3]), b[1] = syn_pack4(v[4], v[5], v[6], v[7]);
 }
 
 #ifdef SYNAPSE_HOST_COMPAT
@@ -164,35 +185,50 @@ __device__ __forceinline__ SynTile syn_tile(const G& g) {
     return {b / (pt * mt), b / pt % mt * SYN_TM, b % pt * SYN_TP};
 }
 
+// Both tiled bodies: each thread loads 8 k-bytes of A's row t / 4 (4 threads
+// read 32 contiguous weight bytes) and of B's column t % 64. Double-buffered: the
+// next step's bytes are loaded into registers while this step's tiles are
+// multiplied, then stored to the other buffer; one barrier per step.
+struct SynLoad {
+    u32 a[2], b[2];
+};
+template <class G>
+__device__ __forceinline__ SynLoad syn_load(const G& g, const SynTile& T, const typename G::Col& c,
+                                           int k0) {
+    const int t = threadIdx.x;
+    SynLoad l;
+    syn_a8(g, T.grp, T.m0 + t / 4, k0 + t % 4 * 8, l.a);
+    syn_b8(g, c, k0 + t / SYN_TP * 8, l.b);
+    return l;
+}
+
 // v2: 16 x 16 threads, each a 4 (m) x 4 (p) block of outputs; tiles hold k-quads
 // (4 int8 in a word) so one dp4a takes a word of A and a word of B. Thread p < 64
 // also sums B's column p (sum x of pixel p) with a dp4a against 1,1,1,1.
 template <class G>
 __device__ __forceinline__ void syn_igemm_v2(const G& g, const Epilogue& e, i8* y) {
-    __shared__ u32 As[SYN_TK / 4][SYN_TM];
-    __shared__ u32 Bs[SYN_TK / 4][SYN_TP];
+    __shared__ u32 As[2][SYN_TK / 4][SYN_TM];
+    __shared__ u32 Bs[2][SYN_TK / 4][SYN_TP];
     __shared__ u32 colsum[SYN_TP];
     const SynTile T = syn_tile(g);
-    const int t = threadIdx.x;
-    // Loads: word t and t + 256 of each tile; for B the column t % 64 is fixed.
+    const int t = threadIdx.x, tm = t / 16 * 4, tp = t % 16 * 4;
     const typename G::Col lc = g.col(T.grp, T.p0 + t % SYN_TP);
-    const int tm = t / 16 * 4, tp = t % 16 * 4;
     u32 acc[4][4] = {};
     u32 sx = 0;
-    for (int k0 = 0; k0 < g.K; k0 += SYN_TK) {
+    SynLoad l = syn_load(g, T, lc, 0);
+    for (int k0 = 0, buf = 0; k0 < g.K; k0 += SYN_TK, buf ^= 1) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const int wi = t + 256 * h;
-            As[wi / SYN_TM][wi % SYN_TM] =
-                syn_a4(g, T.grp, T.m0 + wi % SYN_TM, k0 + 4 * (wi / SYN_TM));
-            Bs[wi / SYN_TP][wi % SYN_TP] = syn_b4(g, lc, k0 + 4 * (wi / SYN_TP));
+            As[buf][t % 4 * 2 + h][t / 4] = l.a[h];
+            Bs[buf][t / SYN_TP * 2 + h][t % SYN_TP] = l.b[h];
         }
         __syncthreads();
+        if (k0 + SYN_TK < g.K) l = syn_load(g, T, lc, k0 + SYN_TK);
 #pragma unroll
         for (int q = 0; q < SYN_TK / 4; ++q) {
             u32 a[4], b[4];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) a[i] = As[q][tm + i], b[i] = Bs[q][tp + i];
+            for (int i = 0; i < 4; ++i) a[i] = As[buf][q][tm + i], b[i] = Bs[buf][q][tp + i];
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -200,8 +236,7 @@ __device__ __forceinline__ void syn_igemm_v2(const G& g, const Epilogue& e, i8* 
         }
         if (t < SYN_TP)
 #pragma unroll
-            for (int q = 0; q < SYN_TK / 4; ++q) sx = (u32)__dp4a((int)Bs[q][t], 0x01010101, (int)sx);
-        __syncthreads();
+            for (int q = 0; q < SYN_TK / 4; ++q) sx = (u32)__dp4a((int)Bs[buf][q][t], 0x01010101, (int)sx);
     }
     if (t < SYN_TP) colsum[t] = sx;
     __syncthreads();
@@ -225,25 +260,22 @@ __device__ __forceinline__ void syn_igemm_v2(const G& g, const Epilogue& e, i8* 
 #define SYN_ROW 48
 template <class G>
 __device__ __forceinline__ void syn_igemm_v3(const G& g, const Epilogue& e, i8* y) {
-    __shared__ __align__(16) unsigned char As[SYN_TM][SYN_ROW];
-    __shared__ __align__(16) unsigned char Bs[SYN_TP][SYN_ROW];
+    __shared__ __align__(16) unsigned char As[2][SYN_TM][SYN_ROW];
+    __shared__ __align__(16) unsigned char Bs[2][SYN_TP][SYN_ROW];
     __shared__ u32 colsum[SYN_TP];
     const SynTile T = syn_tile(g);
     const int t = threadIdx.x, lane = t % 32, warp = t / 32;
     const int wm = warp / 4 * 32, wp = warp % 4 * 16;
-    // Loads: 8 bytes per thread of each tile, row t / 4 (A) or t % 64 (B).
-    const int ar = t / 4, ak = t % 4 * 8, bp = t % SYN_TP, bk = t / SYN_TP * 8;
-    const typename G::Col lc = g.col(T.grp, T.p0 + bp);
+    const typename G::Col lc = g.col(T.grp, T.p0 + t % SYN_TP);
     int acc[2][2][4] = {};
     u32 sx = 0;
-    for (int k0 = 0; k0 < g.K; k0 += SYN_TK) {
-        u32* ad = reinterpret_cast<u32*>(&As[ar][ak]);
-        u32* bd = reinterpret_cast<u32*>(&Bs[bp][bk]);
-        ad[0] = syn_a4(g, T.grp, T.m0 + ar, k0 + ak);
-        ad[1] = syn_a4(g, T.grp, T.m0 + ar, k0 + ak + 4);
-        bd[0] = syn_b4(g, lc, k0 + bk);
-        bd[1] = syn_b4(g, lc, k0 + bk + 4);
+    SynLoad l = syn_load(g, T, lc, 0);
+    for (int k0 = 0, buf = 0; k0 < g.K; k0 += SYN_TK, buf ^= 1) {
+        u32* ad = reinterpret_cast<u32*>(&As[buf][t / 4][t % 4 * 8]);
+        u32* bd = reinterpret_cast<u32*>(&Bs[buf][t % SYN_TP][t / SYN_TP * 8]);
+        ad[0] = l.a[0], ad[1] = l.a[1], bd[0] = l.b[0], bd[1] = l.b[1];
         __syncthreads();
+        if (k0 + SYN_TK < g.K) l = syn_load(g, T, lc, k0 + SYN_TK);
         // ldmatrix x4: lane 8 j + i names row i of 8x8 b16 matrix j. A fragment
         // (PTX ISA m16n8k32 .s8): a[r] = rows 8 (r & 1) .., bytes 16 (r >> 1) ..;
         // B fragment of pixel block n: b[r] = pixels 8 n .., bytes 16 r ...
@@ -251,8 +283,8 @@ __device__ __forceinline__ void syn_igemm_v3(const G& g, const Epilogue& e, i8* 
         u32 a[2][4], b[4];
 #pragma unroll
         for (int mi = 0; mi < 2; ++mi)
-            syn_ldmatrix_x4(a[mi], &As[wm + 16 * mi + 8 * (j & 1) + i][16 * (j >> 1)]);
-        syn_ldmatrix_x4(b, &Bs[wp + 8 * (j >> 1) + i][16 * (j & 1)]);
+            syn_ldmatrix_x4(a[mi], &As[buf][wm + 16 * mi + 8 * (j & 1) + i][16 * (j >> 1)]);
+        syn_ldmatrix_x4(b, &Bs[buf][wp + 8 * (j >> 1) + i][16 * (j & 1)]);
 #pragma unroll
         for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
@@ -260,8 +292,7 @@ __device__ __forceinline__ void syn_igemm_v3(const G& g, const Epilogue& e, i8* 
         if (t < SYN_TP)
 #pragma unroll
             for (int q = 0; q < SYN_TK / 4; ++q)
-                sx = (u32)__dp4a(*reinterpret_cast<const int*>(&Bs[t][4 * q]), 0x01010101, (int)sx);
-        __syncthreads();
+                sx = (u32)__dp4a(*reinterpret_cast<const int*>(&Bs[buf][t][4 * q]), 0x01010101, (int)sx);
     }
     if (t < SYN_TP) colsum[t] = sx;
     __syncthreads();
