@@ -122,6 +122,16 @@ def test_dense_variants_match_reference(name, zps, batch):
         _check_variant(graph, feeds, v)
 
 
+def test_a_wrong_zero_point_correction_is_caught(monkeypatch):
+    """The comparison has teeth: corr computed for z_x + 1 changes outputs."""
+    real = cuda_variants._corr
+    monkeypatch.setattr(cuda_variants, "_corr", lambda P, wsum, K, zx: real(P, wsum, K, zx + 1))
+    graph, feeds = _conv_case("tile_edges_odd_c", -37, 1, 1)
+    for v in GEMM:
+        with pytest.raises(AssertionError):
+            _check_variant(graph, feeds, v)
+
+
 def small_resnet(seed=0):
     """Stem, a residual block, a strided block with a 1x1 projection, a depthwise
     stage, global pooling and a classifier: every conv shape class of a real net."""
