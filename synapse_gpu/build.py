@@ -11,8 +11,11 @@ fixes, and stored as integers; backends never see a float.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .errors import OverflowRiskError
 from .reference import tables
 from .reference.conv import resolve_pads
 from .reference.elementwise import add_params
@@ -245,7 +248,10 @@ def avg_pool(b, x, kernel, strides=None, pads=None, count_include_pad=0, ceil_mo
     """Average pool; entry n of the multiplier table is f32(f32(s_x/s_y)/n)."""
     s_x, zx = b.quant[x]
     y_scale, y_zero_point = (s_x, zx) if y_scale is None else (y_scale, y_zero_point)
-    V = int(np.prod(kernel))
+    V = math.prod(int(k) for k in kernel)
+    if V > (2**31 - 1) // 255:  # refused before the (V + 1)-entry tables exist
+        raise OverflowRiskError(f"avg_pool {name or x!r}: a window of {V} taps; the sum of "
+                                "255 * V must stay inside int32 (reference/pool.py)")
     r = f32(s_x) / f32(y_scale)
     counts = np.arange(V + 1, dtype=np.float32)
     counts[0] = 1  # entry 0 is never used (a window always has a valid element)
