@@ -14,8 +14,6 @@ from tests.fuzz import check, run
 CORPUS = os.path.join(os.path.dirname(run.__file__), "corpus")
 # Findings in code owned elsewhere, kept until fixed (strict: once fixed, drop the entry).
 KNOWN = {
-    "islands_quant_of_unquantized_tensor.onnx":
-        "onnx/islands.py: _range unpacks self.quant[t] of a tensor that has none (TypeError)",
     "islands_op_type_invalid_utf8.onnx":
         "onnx/islands.py: _classify calls op.startswith('QLinear') on a bytes op_type (TypeError)",
     "importer_initializer_lookup_keyerror.onnx":
