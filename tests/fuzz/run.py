@@ -91,6 +91,10 @@ def campaign(n_syn, n_onnx, seed=15, workers=2, timeout=30.0, mem_gb=4.0, emulat
     """Run every case; returns {(kind, i): outcome}."""
     workdir = tempfile.mkdtemp(prefix="synapse-fuzz-")  # the workers' logs
     seeds.syn_seeds(), seeds.onnx_seeds()  # built once, inherited by the forked workers
+    from synapse_gpu.backends import cpu_engines
+
+    for k in (4096, 8192, 16384, 32768, 65536):  # the CPU engines' one-off self-tests: untimed
+        cpu_engines.choose(k)
     cases = [("syn", seed, i) for i in range(n_syn)] + [("onnx", seed, i) for i in range(n_onnx)]
     shares = [cases[w::workers] for w in range(workers)]
     results, ctx = {}, mp.get_context("fork")
