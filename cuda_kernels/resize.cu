@@ -19,20 +19,20 @@ __host__ __device__ __forceinline__ i8 resize_linear_output(
     const i64* xshape = meta + rank;
     const i64* frac = meta + 2 * rank;
     const i64 k = rank - 1;
-    i64 o[4];  // output coordinate per per-sample axis (k <= 3)
-    i64 rest = i;
-    for (i64 a = k; a >= 1; --a) {
-        o[a] = rest % yshape[a];
-        rest /= yshape[a];
-    }
-    const i64 n = rest;  // the sample
+    // Output coordinates are recomputed per corner (o = i / stride % yshape[a]): an
+    // array indexed at run time would live in local memory (tests/test_cuda_nvrtc.py).
+    i64 inner = 1;  // elements of y per step along axis 1, within a sample
+    for (i64 a = 2; a <= k; ++a) inner *= yshape[a];
+    const i64 n = i / (inner * yshape[1]);  // the sample
     i64 acc = 0;
     for (i64 corner = 0; corner < ((i64)1 << k); ++corner) {
-        i64 off = n, factor = 1, istart = 0, wstart = 0;
+        i64 off = n, factor = 1, istart = 0, wstart = 0, stride = inner;
         for (i64 a = 1; a <= k; ++a) {
+            const i64 o = i / stride % yshape[a];
+            if (a < k) stride /= yshape[a + 1];
             const bool hi = (corner >> (k - a)) & 1;
-            const i64 w = weights[wstart + o[a]];
-            off = off * xshape[a] + indices[istart + (hi ? yshape[a] : 0) + o[a]];
+            const i64 w = weights[wstart + o];
+            off = off * xshape[a] + indices[istart + (hi ? yshape[a] : 0) + o];
             factor *= hi ? w : ((i64)1 << frac[a]) - w;
             istart += 2 * yshape[a];
             wstart += yshape[a];
