@@ -60,6 +60,8 @@ _REFUSED_METHODS = {
 }
 
 FALLBACK_KEY = "session.disable_cpu_ep_fallback"  # "1": no silent CPU fallback (honoured)
+# Forces CUDA conv/dense kernel variants, as SYNAPSE_CUDA_VARIANT (backends/cuda_variants.py)
+CUDA_VARIANT_KEY = "synapse.cuda_variant"
 
 
 class SessionOptions:

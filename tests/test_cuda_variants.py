@@ -182,6 +182,20 @@ def test_models_identical_across_forced_variants(model, monkeypatch):
     assert len(digests) == 1
 
 
+def test_session_option_forces_a_variant(monkeypatch):
+    from synapse_gpu import SessionOptions
+
+    monkeypatch.setenv(cuda_variants.ENV, "v1")  # the session option wins
+    graph = small_resnet()
+    so = SessionOptions()
+    so.add_session_config_entry("synapse.cuda_variant", "conv=v3,dense=v2")
+    sess = InferenceSession(graph, so, device="cuda")
+    assert set(sess._exe.variants.chosen.values()) == {"v2", "v3"}
+    feeds = cases.feeds_for(graph, np.random.default_rng(1), 1)
+    want = InferenceSession(graph, device="cpu").run_full(None, feeds, output_type="int8")
+    assert sess.run_full(None, feeds, output_type="int8").digest == want.digest
+
+
 def test_digits_model_identical_across_forced_variants(monkeypatch):
     from synapse_gpu.examples.demo import example_path
 
