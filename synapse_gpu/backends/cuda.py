@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 
 import numpy as np
 
@@ -89,6 +90,9 @@ class CudaExecutable:
         # Lower every node, upload the parameters and load the kernels now, so that
         # errors surface at prepare. Only the last batch size's plan is kept.
         self._plan = _Plan(self, 1)
+        if self.verbose and self.variants.chosen:
+            print("synapse: CUDA conv/dense kernel variants: " + ", ".join(
+                f"{v} x{n}" for v, n in sorted(Counter(self.variants.chosen.values()).items())))
 
     def kernel(self, name):
         if name not in self._kernels:
