@@ -64,11 +64,31 @@ def row(name, fmt, path, x):
             f"{int(round(top1 * len(x)))}/{len(x)}", f"{t_ours / t_ref:.2f}"]
 
 
+def format_agreement(name, paths, x):
+    """onnxruntime's QDQ file vs its own QOperator file (same calibration): the share of
+    identical output codes, where the two outputs have one scale."""
+    import onnxruntime as ort
+
+    outs = []
+    for fmt in zoo.FORMATS:
+        sess = ort.InferenceSession(paths[fmt], providers=["CPUExecutionProvider"])
+        feed = sess.get_inputs()[0].name
+        outs.append(np.concatenate([sess.run(None, {feed: x[i:i + 1]})[0]
+                                    for i in range(len(x))]))
+    g = import_onnx(paths["QOperator"]).outputs[0]
+    codes = [np.rint(o / np.float32(g.scale)) for o in outs]
+    d = np.abs(codes[0] - codes[1])
+    return [name, "QDQ vs QOperator, onnxruntime", "", f"{100 * (d == 0).mean():.2f}%",
+            str(int(d.max())), "", ""]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=list(zoo.LIGHT))
     ap.add_argument("--torchvision", action="store_true")
     ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--formats-only", action="store_true",
+                    help="only onnxruntime's QDQ vs QOperator agreement (no Synapse runs)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "zoo.md"))
     args = ap.parse_args()
     x = zoo.images(args.images, 7)
@@ -84,9 +104,11 @@ def main():
             rows.append([name, "-", f"not quantized: {type(e).__name__}: {str(e)[:80]}"] +
                         [""] * 4)
             continue
-        for fmt in zoo.FORMATS:
+        for fmt in () if args.formats_only else zoo.FORMATS:
             rows.append(row(name, fmt, paths[fmt], x))
             print(" | ".join(rows[-1]), flush=True)
+        rows.append(format_agreement(name, paths, x))
+        print(" | ".join(rows[-1]), flush=True)
     import onnxruntime
     head = ["model", "format", "imports", "identical to onnxruntime", "max steps",
             "top-1 agreement", "time ratio (Synapse / ORT)"]

@@ -267,3 +267,16 @@ def test_op_fused_by_onnxruntimes_optimizer_says_so():
     with pytest.raises(UnsupportedOpError, match=r"'FusedConv_0' \(op FusedConv\).*"
                                                  r"quant_pre_process.*skip_optimization"):
         import_onnx(m)
+
+
+def test_reshape_made_by_quant_pre_process_says_so():
+    # quant_pre_process turns a MatMul over 3+ axes into Reshape -> Gemm -> Reshape with the
+    # batch folded into rows (torchvision's convnext_tiny): the error says where it came from
+    b = G(9)
+    x = b.qdq("x", 0.05)
+    b.nodes.append(helper.make_node("Reshape", [x, b.c(np.array([6, 4], np.int64))], ["r"],
+                                    name="gemm_input_reshape"))
+    m = b.model([1, 2, 3, 4], b.qdq("r", 0.05))
+    with pytest.raises(UnsupportedOpError, match=r"'gemm_input_reshape' \(op Reshape\).*"
+                                                 r"quant_pre_process.*skip_optimization"):
+        import_onnx(m)

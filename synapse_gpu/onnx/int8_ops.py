@@ -31,8 +31,13 @@ class Int8Ops:
         target = [int(v) for v in np.asarray(target).reshape(-1)]
         first = target[0] if target else None
         if first not in (BATCH_SYM, 0, -1) and first not in self.batch_sizes:
-            self._fail(node, f"target shape {target} does not keep axis 0 as the batch",
-                       "Synapse runs any batch size: reshape per sample, e.g. [0, -1] or [-1, ...]",
+            by_ort = label(node).startswith(("gemm_input_reshape", "gemm_output_reshape"))
+            hint = ("this Reshape was made by onnxruntime's optimizer in quant_pre_process "
+                    "(a MatMul over 3+ axes became Reshape -> Gemm -> Reshape, folding the batch "
+                    "into rows): run quant_pre_process with skip_optimization=True, then quantize "
+                    "again" if by_ort else
+                    "Synapse runs any batch size: reshape per sample, e.g. [0, -1] or [-1, ...]")
+            self._fail(node, f"target shape {target} does not keep axis 0 as the batch", hint,
                        UnsupportedOpError)
         rest = target[1:]
         if BATCH_SYM in rest or (first == -1 and -1 in rest):
