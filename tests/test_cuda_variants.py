@@ -13,12 +13,17 @@ itself (forcing, the table, fallbacks) is tested without a device.
 import json
 import math
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from synapse_gpu import InferenceSession, build
 from synapse_gpu.backends import cpu, cuda, cuda_variants
+from synapse_gpu.examples.demo import example_path
 from synapse_gpu.graph import GraphBuilder
 
 from cuda_host import cases
@@ -197,8 +202,6 @@ def test_session_option_forces_a_variant(monkeypatch):
 
 
 def test_digits_model_identical_across_forced_variants(monkeypatch):
-    from synapse_gpu.examples.demo import example_path
-
     images = np.load(str(example_path("digits_test.npz")))["images"][:65]
     model = str(example_path("digits.syn"))
     runs = {}
@@ -208,6 +211,50 @@ def test_digits_model_identical_across_forced_variants(monkeypatch):
                                                                   output_type="int8")
     for v, r in runs.items():
         assert r.digest == runs["v1"].digest, v
+
+
+SANITIZED = r"""
+import numpy as np
+import test_cuda_variants as T
+from cuda_host import cases
+from emucuda import cupy_standin
+from synapse_gpu.backends import cuda
+
+with cupy_standin.installed():
+    for name in ("tile_edges_odd_c", "k33_group3_strided", "group2_dilated_asym",
+                 "pad_exceeds_kernel", "conv3d", "dw_mult2_5x5_s2", "dw_two_tiles", "dw_conv1d_dil2"):
+        graph, feeds = T._conv_case(name, -128, 127, 3)
+        for v in (*T.GEMM, "v4") if name in T.DEPTHWISE else T.GEMM:
+            T._check_variant(graph, feeds, v)
+    for name in T.DENSE:
+        graph, feeds = T._dense_case(name, 127, -128, 3)
+        for v in T.GEMM:
+            T._check_variant(graph, feeds, v)
+    graph = T.small_resnet()
+    feeds = cases.feeds_for(graph, np.random.default_rng(0), 2)
+    for v in ("v2", "v3", "v4"):
+        cuda.prepare(graph, cases.traversal(graph), variant=v).run(feeds)
+print("sanitized run ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.sanitizer
+def test_variants_clean_under_asan_and_ubsan(tmp_path):
+    """Tile edges, gathers past the input and the depthwise patch, under ASan/UBSan
+    (tests/test_cuda_sanitizer.py's setup: exact-size device mallocs)."""
+    p = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True) \
+        if shutil.which("g++") else None
+    asan = p.stdout.strip() if p else ""
+    if not (os.path.isabs(asan) and os.path.exists(asan)):
+        pytest.skip("no AddressSanitizer runtime for g++")
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, EMUCUDA_SANITIZE="address,undefined", LD_PRELOAD=asan,
+               ASAN_OPTIONS="detect_leaks=0", PYTHONPATH=str(tests),
+               EMUCUDA_CACHE_DIR=str(tmp_path / "emucuda_asan"))
+    p = subprocess.run([sys.executable, "-c", SANITIZED], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0 and "sanitized run ok" in p.stdout, p.stdout[-3000:] + p.stderr[-6000:]
 
 
 # ------------------------------------------------------------------ the choice, no device
