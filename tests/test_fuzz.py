@@ -14,10 +14,6 @@ from tests.fuzz import check, run
 CORPUS = os.path.join(os.path.dirname(run.__file__), "corpus")
 # Findings in code owned elsewhere, kept until fixed (strict: once fixed, drop the entry).
 KNOWN = {
-    "islands_op_type_invalid_utf8.onnx":
-        "onnx/islands.py: _classify calls op.startswith('QLinear') on a bytes op_type (TypeError)",
-    "importer_initializer_lookup_keyerror.onnx":
-        "onnx/importer.py: _value reads self.inits[name] for a name that is no initializer (KeyError)",
     "islands_dq_const_broadcast_valueerror.onnx":
         "onnx/islands.py: _dq_const broadcasts a per-channel scale of the wrong length (ValueError)",
 }

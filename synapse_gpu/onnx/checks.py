@@ -126,6 +126,8 @@ def check_structure(graph):
         known.setdefault(i.name, None)  # old IRs list initializers among the inputs
     producer = {}
     for idx, n in enumerate(graph.node):
+        if not isinstance(n.op_type, str) or not isinstance(n.domain, str):  # protobuf: bytes
+            raise ModelFormatError(f"node {idx}: op type {n.op_type!r} is not text (invalid UTF-8)")
         for o in n.output:
             if not o:
                 continue

@@ -189,6 +189,8 @@ class _Importer(QOperatorOps, QDQOps, Int8Ops, unary.UnaryOps, reduce.ReduceOps,
 
     def _value(self, name):
         if name not in self.values:
+            if name not in self.inits:  # e.g. a graph input where a constant (a scale) belongs
+                raise OnnxImportError(f"tensor {name!r} is read as a constant but is no initializer")
             self.values[name] = Const(checks.to_array(self.inits[name], "initializer"))
         return self.values[name]
 
