@@ -13,10 +13,7 @@ from tests.fuzz import check, run
 
 CORPUS = os.path.join(os.path.dirname(run.__file__), "corpus")
 # Findings in code owned elsewhere, kept until fixed (strict: once fixed, drop the entry).
-KNOWN = {
-    "islands_dq_const_broadcast_valueerror.onnx":
-        "onnx/islands.py: _dq_const broadcasts a per-channel scale of the wrong length (ValueError)",
-}
+KNOWN = {}  # file name -> reason
 
 
 @pytest.mark.parametrize("name", [

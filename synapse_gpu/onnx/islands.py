@@ -291,6 +291,9 @@ class _Pass:
             axis = next((a.i for a in p.attribute if a.name == "axis"), 1) % q.ndim
             shape = [1] * q.ndim
             shape[axis] = -1
+            if s.size != q.shape[axis] or np.size(z) not in (1, s.size):
+                raise OnnxImportError(f"node {label(p)!r} (op DequantizeLinear): {s.size} scales "
+                                      f"for an axis of {q.shape[axis]}")
             s = s.reshape(shape)
             z = np.reshape(z, shape) if np.ndim(z) else z
         return (q.astype(np.float64) - z) * s
