@@ -125,6 +125,8 @@ def campaign(n_syn, n_onnx, seed=15, workers=2, timeout=30.0, mem_gb=4.0, emulat
             if stuck:
                 p.kill()
             p.join()
+            done = {(k, i): o for tag, k, i, o in _read(log) if tag == "done"}  # lines written last
+            results.update(done)
             del running[slot]
             left = [c for c in todo if (c[0], c[2]) not in done]
             if left:
