@@ -8,6 +8,7 @@
 // GPU. A barrier that can never complete (a thread exited or diverged) is
 // reported as a deadlock instead of hanging, and a collective whose lanes disagree
 // on the mask or the operation is an error, where hardware would be undefined.
+#include <sys/mman.h>
 #include <ucontext.h>
 
 #include <cstdint>
@@ -160,7 +161,16 @@ void fiber_main() {
 }
 
 Fiber* make_fiber(Fiber* f) {
-    f->stack = static_cast<char*>(malloc(kStack));
+    // Reserved, not committed (MAP_NORESERVE): every loaded module keeps its own pool of
+    // idle fibers, and hundreds of modules' stacks counted against the commit limit made
+    // a later fork() of the test process (Ray, subprocesses) fail with ENOMEM.
+    void* stack = mmap(nullptr, kStack, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (stack == MAP_FAILED) {
+        fprintf(stderr, "emucuda: no memory for a fiber stack\n");
+        abort();
+    }
+    f->stack = static_cast<char*>(stack);
     getcontext(&f->ctx);
     f->ctx.uc_stack.ss_sp = f->stack;
     f->ctx.uc_stack.ss_size = kStack;
@@ -179,7 +189,7 @@ Fiber* new_fiber() {
 }
 
 void free_fiber(Fiber* f) {
-    free(f->stack);
+    munmap(f->stack, kStack);
     delete f;
 }
 
