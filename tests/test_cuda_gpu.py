@@ -9,7 +9,6 @@ __clzll path), whole models (the models of cases.py, digits, ResNet-50 at batch
 1), batch invariance, run-to-run equality, digest and trace equal to the CPU
 backend. The checks live in tests/cuda_host/gpu_checks.py.
 """
-import os
 
 import numpy as np
 import pytest
@@ -19,23 +18,9 @@ from synapse_gpu.backends import cpu, cuda
 
 from cuda_host import cases, gpu_checks
 from cuda_host.gpu_checks import run_gpu
-from emucuda import cupy_standin
+from synapse_devices import gpu  # noqa: F401  (autouse: a GPU, else the emulator)
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(scope="module", autouse=True)
-def gpu():
-    """A real GPU if there is one (unless SYNAPSE_GPU_TESTS=emulated), else the emulator."""
-    if os.environ.get("SYNAPSE_GPU_TESTS") != "emulated":
-        ok, reason = cuda.is_available()
-        if ok:
-            yield reason
-            return
-    with cupy_standin.installed():
-        ok, reason = cuda.is_available()
-        assert ok, reason
-        yield reason
 
 
 @pytest.fixture(scope="module")

@@ -27,25 +27,11 @@ from synapse_gpu.examples.demo import example_path
 from synapse_gpu.graph import GraphBuilder
 
 from cuda_host import cases
-from emucuda import cupy_standin
+from synapse_devices import gpu  # noqa: F401  (autouse: a GPU, else the emulator)
 
 pytestmark = pytest.mark.gpu
 
 GEMM = ("v2", "v3")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def gpu():
-    """A real GPU if there is one (unless SYNAPSE_GPU_TESTS=emulated), else the emulator."""
-    if os.environ.get("SYNAPSE_GPU_TESTS") != "emulated":
-        ok, reason = cuda.is_available()
-        if ok:
-            yield reason
-            return
-    with cupy_standin.installed():
-        ok, reason = cuda.is_available()
-        assert ok, reason
-        yield reason
 
 
 # (C, M, group, spatial, kernel, strides, pads, dilations, per-channel w zero points)
