@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from synapse_gpu.examples.resnet50 import FORMATS, images
+from synapse_gpu.examples.resnet50 import images, quantize_formats
 
 # (expansion t, channels c, repeats n, first stride s), torchvision's table
 BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -66,28 +66,10 @@ def quantized_mobilenet_v2(out_dir, formats=("QDQ", "QOperator"), calib_images=4
     """{format: path} of quantized files in out_dir (reused when present); formats as in
     synapse_gpu/examples/resnet50.py (QOperator-uint8: uint8 activations)."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
 
     os.makedirs(out_dir, exist_ok=True)
     f32 = os.path.join(out_dir, "mobilenet_v2_f32.onnx")
     if not os.path.exists(f32):
         onnx.save(float_mobilenet_v2(), f32)
-    calib = images(calib_images, 1)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"data": calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    paths = {}
-    for key in formats:
-        fmt, act = FORMATS[key]
-        paths[key] = os.path.join(out_dir, f"mobilenet_v2_{key}{'_r7' if reduce_range else ''}.onnx")
-        if not os.path.exists(paths[key]):
-            quantize_static(f32, paths[key], Reader(), quant_format=getattr(QuantFormat, fmt),
-                            per_channel=True, activation_type=getattr(QuantType, act),
-                            weight_type=QuantType.QInt8, reduce_range=reduce_range)
-    return paths
+    return quantize_formats(f32, os.path.join(out_dir, "mobilenet_v2"), images(calib_images, 1),
+                            formats, reduce_range)

@@ -103,8 +103,6 @@ def quantized_resnet50(out_dir, formats=("QDQ", "QOperator"), calib_images=4, se
     saturate on full-range weights) into out_dir; returns {format: path}. Files already
     there are reused."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     os.makedirs(out_dir, exist_ok=True)
@@ -113,6 +111,16 @@ def quantized_resnet50(out_dir, formats=("QDQ", "QOperator"), calib_images=4, se
     if not os.path.exists(folded):
         onnx.save(float_resnet50(calib, seed), f32)
         quant_pre_process(f32, folded)  # folds BN into conv
+    return quantize_formats(folded, os.path.join(out_dir, "resnet50"), calib, formats,
+                            reduce_range)
+
+
+def quantize_formats(f32_path, prefix, calib, formats, reduce_range=False):
+    """quantize_static of f32_path (input "data", one calibration image per step) to
+    <prefix>_<format>[_r7].onnx for each key of FORMATS, per-channel int8 weights (7-bit
+    with reduce_range); files already there are reused. Returns {format: path}."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -124,9 +132,9 @@ def quantized_resnet50(out_dir, formats=("QDQ", "QOperator"), calib_images=4, se
     paths = {}
     for key in formats:
         fmt, act = FORMATS[key]
-        paths[key] = os.path.join(out_dir, f"resnet50_{key}{'_r7' if reduce_range else ''}.onnx")
+        paths[key] = f"{prefix}_{key}{'_r7' if reduce_range else ''}.onnx"
         if not os.path.exists(paths[key]):
-            quantize_static(folded, paths[key], Reader(), quant_format=getattr(QuantFormat, fmt),
+            quantize_static(f32_path, paths[key], Reader(), quant_format=getattr(QuantFormat, fmt),
                             per_channel=True, activation_type=getattr(QuantType, act),
                             weight_type=QuantType.QInt8, reduce_range=reduce_range)
     return paths
