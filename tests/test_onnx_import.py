@@ -118,6 +118,13 @@ def test_qdq_conv_relu_becomes_one_clamped_conv():
     assert y.min() == 0.0 and np.abs(steps(y, onnxruntime(model, feeds)[0], 0.05)).max() <= 1
 
 
+def test_import_leaves_the_callers_model_unchanged():
+    model, _ = qdq_conv(relu=True)  # Conv + Relu: the passes fuse and rewrite the graph
+    before = model.SerializeToString()
+    import_onnx(model)
+    assert model.SerializeToString() == before
+
+
 def same_graph(g1, g2):
     assert [(n.op, n.attrs) for n in g1.nodes] == [(n.op, n.attrs) for n in g2.nodes]
     for n1, n2 in zip(g1.nodes, g2.nodes):

@@ -51,7 +51,8 @@ def type_name(elem_type):
 def load_model(model):
     """ModelProto from a path, bytes or ModelProto; external data is refused."""
     if isinstance(model, onnx.ModelProto):
-        proto = model
+        proto = onnx.ModelProto()  # the passes below rewrite the graph: never the caller's
+        proto.CopyFrom(model)
     else:
         if isinstance(model, (bytes, bytearray, memoryview)):
             data, src = bytes(model), "the given bytes"
