@@ -280,3 +280,113 @@ def test_mma_and_ldmatrix_against_a_plain_matmul(cp):
         lo = m[:, 2 * (lane % 4), lane // 4].astype(np.uint32)
         hi = m[:, 2 * (lane % 4) + 1, lane // 4].astype(np.uint32)
         np.testing.assert_array_equal(trans.get().reshape(tiles, 32, 4)[:, :, j], lo | (hi << 16))
+
+
+# ------------------------------------------------------------------ cp.async
+
+# Each block stages 64 rows of 32 bytes (16-byte copies, a zero-filled tail from
+# src_bytes) through two shared buffers, copy k + 1 in flight while row block k is
+# summed, as a double-buffered kernel does; WAIT / BARRIER drop the wait or the
+# barrier that make it correct.
+CP_ASYNC = r"""
+#include "synapse_async.cuh"
+extern "C" __global__ void staged(const signed char* src, const int* src_bytes, int* out, i64 steps) {
+    __shared__ __align__(16) signed char buf[2][64][32];
+    const int t = threadIdx.x, row = t / 2, half = t % 2 * 16;
+    const signed char* base = src + (i64)blockIdx.x * steps * 2048;
+    int acc = 0;
+    syn_cp_async<16>(&buf[0][row][half], base + row * 32 + half, src_bytes[t]);
+    syn_cp_async_commit();
+    for (i64 k = 0; k < steps; ++k) {
+        const int b = (int)(k % 2);
+        if (WAIT) syn_cp_async_wait<0>();
+        if (BARRIER) __syncthreads();
+        if (k + 1 < steps)
+            syn_cp_async<16>(&buf[b ^ 1][row][half], base + (k + 1) * 2048 + row * 32 + half,
+                             src_bytes[t]);
+        syn_cp_async_commit();
+        for (int j = 0; j < 16; ++j) acc += buf[b][(row + 1) % 64][half + j];  // a neighbour's row
+    }
+    syn_cp_async_wait<0>();
+    out[blockIdx.x * blockDim.x + t] = acc;
+}
+"""
+
+
+def _staged(cp, wait=1, barrier=1):
+    from synapse_gpu.backends.cuda_source import _kernel_files
+
+    header = (_kernel_files() / "synapse_async.cuh").read_text()
+    code = f"#define WAIT {wait}\n#define BARRIER {barrier}\n" + CP_ASYNC.replace(
+        '#include "synapse_async.cuh"', header)
+    return kernel(cp, code, "staged")
+
+
+def test_cp_async_double_buffering_lands_at_the_wait(cp):
+    rng = np.random.default_rng(4)
+    blocks, steps = 3, 5
+    src = rng.integers(-128, 128, (blocks, steps, 64, 2, 16)).astype(np.int8)
+    src_bytes = rng.integers(0, 17, 128).astype(np.int32)
+    src_bytes[:2] = [0, 16]
+    out = cp.empty(blocks * 128, np.int32)
+    _staged(cp)((blocks,), (128,), (cp.asarray(src), cp.asarray(src_bytes), out, np.int64(steps)))
+    kept = np.arange(16) < src_bytes.reshape(64, 2, 1)  # zero fill past src-size
+    staged = np.where(kept, src, 0).astype(np.int64)
+    want = np.roll(staged, -1, axis=2).sum(axis=(1, 4)).reshape(blocks, 128)
+    np.testing.assert_array_equal(out.get().reshape(blocks, 128), want)
+
+
+@pytest.mark.parametrize("wait,barrier", [(0, 1), (1, 0)])
+def test_cp_async_read_before_the_wait_or_barrier_sees_poison(cp, wait, barrier):
+    """A missing wait_group or barrier gives a wrong answer, not the data by luck."""
+    rng = np.random.default_rng(5)
+    src = rng.integers(-128, 128, (1, 3, 64, 2, 16)).astype(np.int8)
+    out = cp.empty(128, np.int32)
+    full = cp.asarray(np.full(128, 16, np.int32))
+    _staged(cp, wait, barrier)((1,), (128,), (cp.asarray(src), full, out, np.int64(3)))
+    want = np.roll(src.astype(np.int64), -1, axis=2).sum(axis=(1, 4)).reshape(128)
+    assert (out.get() != want).any()
+
+
+CP_ASYNC_FAULTS = {
+    "misaligned": ("syn_cp_async<16>(s + 4, p, 16);", "not aligned"),
+    "src_size": ("syn_cp_async<8>(s, p, 9);", "src-size"),
+    "never_waited": ("syn_cp_async<4>(s, p, 4); syn_cp_async_commit();", "never|no cp.async"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(CP_ASYNC_FAULTS))
+def test_cp_async_misuse_is_reported(cp, fault):
+    from synapse_gpu.backends.cuda_source import _kernel_files
+
+    body, match = CP_ASYNC_FAULTS[fault]
+    code = (_kernel_files() / "synapse_async.cuh").read_text() + (
+        "extern \"C\" __global__ void k(const int* p, int* o) {\n"
+        "    __shared__ __align__(16) char s[32];\n"
+        f"    {body}\n    o[threadIdx.x] = 0;\n}}\n")
+    src = cp.asarray(np.zeros(8, np.int32))
+    with pytest.raises(EmulatorError, match=match):
+        kernel(cp, code, "k")((1,), (32,), (src, cp.empty(32, np.int32)))
+        cp.cuda.Device().synchronize()
+
+
+def test_cp_async_wait_group_n_leaves_the_n_newest_groups_in_flight(cp):
+    from synapse_gpu.backends.cuda_source import _kernel_files
+
+    code = (_kernel_files() / "synapse_async.cuh").read_text() + r"""
+extern "C" __global__ void k(const int* p, int* o) {
+    __shared__ __align__(16) int s[3][4];
+    for (int g = 0; g < 3; ++g) syn_cp_async<16>(s[g], p + 4 * g, 16), syn_cp_async_commit();
+    syn_cp_async_wait<2>();
+    for (int i = 0; i < 12; ++i) o[i] = s[i / 4][i % 4];
+    syn_cp_async_wait<1>();
+    for (int i = 0; i < 12; ++i) o[12 + i] = s[i / 4][i % 4];
+    syn_cp_async_wait<0>();
+}"""
+    src = np.arange(1, 13, dtype=np.int32)
+    out = cp.empty(24, np.int32)
+    kernel(cp, code, "k")((1,), (1,), (cp.asarray(src), out))
+    poison = np.full(4, POISON_BYTE, np.uint8).view(np.int32)[0]
+    got = out.get().reshape(2, 3, 4)
+    np.testing.assert_array_equal(got[0], [src[:4], [poison] * 4, [poison] * 4])
+    np.testing.assert_array_equal(got[1], [src[:4], src[4:8], [poison] * 4])

@@ -32,6 +32,11 @@ void emu_trap(const char* what) __attribute__((noreturn));
 // Warp matrix instructions, lane by lane from the PTX ISA's fragment layouts.
 void emu_mma_m16n8k32_s8(int* d, const unsigned int* a, const unsigned int* b, const int* c);
 void emu_ldmatrix(unsigned int* r, int count, int trans, const void* row_address);
+// cp.async (sm_80): per thread, deferred. A copy poisons its destination when issued
+// and lands only when a wait_group retires its group (runtime.cpp).
+void emu_cp_async(void* dst, const void* src, int bytes, int src_bytes, int cache_global);
+void emu_cp_async_commit(void);
+void emu_cp_async_wait(int pending);
 }
 
 enum { EMU_SHFL_IDX, EMU_SHFL_UP, EMU_SHFL_DOWN, EMU_SHFL_XOR, EMU_BALLOT, EMU_ANY, EMU_ALL,

@@ -8,6 +8,9 @@
 // GPU. A barrier that can never complete (a thread exited or diverged) is
 // reported as a deadlock instead of hanging, and a collective whose lanes disagree
 // on the mask or the operation is an error, where hardware would be undefined.
+// cp.async is deferred as the PTX ISA allows: the destination holds garbage from
+// the issue until the wait that retires the copy's group, so a read before the
+// wait (or a missing barrier after it) sees poison instead of the data.
 #include <sys/mman.h>
 #include <ucontext.h>
 
@@ -51,6 +54,15 @@ struct Warp {
     unsigned long long res[32];
 };
 
+const unsigned char kPoison = 0xCB;  // device.py's POISON_BYTE
+
+struct AsyncCopy {
+    unsigned char* dst;
+    unsigned char data[16];  // the source as read at the issue, zero-filled past src-size
+    int bytes;
+};
+typedef std::vector<AsyncCopy> AsyncGroup;
+
 struct Launch {
     void (*call)(void**);
     void** args;
@@ -59,6 +71,8 @@ struct Launch {
     std::vector<State> state;
     std::vector<Fiber*> fiber_of;
     std::vector<Warp> warps;
+    std::vector<AsyncGroup> async_open;                // per thread: issued, not committed
+    std::vector<std::deque<AsyncGroup>> async_groups;  // per thread: committed, oldest first
     unsigned next_tid, exited;
     unsigned block_waiting;
     int block_op, block_acc, block_result;
@@ -132,6 +146,8 @@ void release_block_barrier(unsigned self) {
 }
 
 void thread_exited(unsigned tid) {
+    if (!L.async_open[tid].empty() || !L.async_groups[tid].empty())
+        fail("cp.async: the thread exited with copies no cp.async.wait_group retired");
     L.state[tid] = EXITED;
     ++L.exited;
     // Exited threads no longer count at a barrier (as on sm_70 and later).
@@ -363,6 +379,39 @@ int emu_syncthreads_reduce(int op, int pred) {
     return L.block_result;
 }
 
+void emu_cp_async(void* dst, const void* src, int bytes, int src_bytes, int cache_global) {
+    const uintptr_t d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+    if (bytes != 4 && bytes != 8 && bytes != 16) {
+        fail("cp.async: cp-size must be 4, 8 or 16 bytes");
+    } else if (cache_global && bytes != 16) {
+        fail("cp.async.cg: cp-size must be 16 bytes");
+    } else if (src_bytes < 0 || src_bytes > bytes) {
+        fail("cp.async: src-size must lie in 0 .. cp-size");
+    } else if (d % bytes || (src_bytes && s % bytes)) {
+        fail("cp.async: an address is not aligned to cp-size");
+    }
+    if (L.failed) wait_here(WAIT_WARP);  // never resumed: the launch stops
+    AsyncCopy c = {static_cast<unsigned char*>(dst), {}, bytes};
+    if (src_bytes) memcpy(c.data, src, src_bytes);
+    memset(dst, kPoison, bytes);
+    L.async_open[emu_cur - L.threads.data()].push_back(c);
+}
+
+void emu_cp_async_commit(void) {
+    const size_t t = emu_cur - L.threads.data();
+    L.async_groups[t].push_back(AsyncGroup());
+    L.async_groups[t].back().swap(L.async_open[t]);
+}
+
+// cp.async.wait_group N: every committed group but the N most recent lands.
+void emu_cp_async_wait(int pending) {
+    std::deque<AsyncGroup>& groups = L.async_groups[emu_cur - L.threads.data()];
+    while ((int)groups.size() > pending) {
+        for (const AsyncCopy& c : groups.front()) memcpy(c.dst, c.data, c.bytes);
+        groups.pop_front();
+    }
+}
+
 void emu_syncwarp(unsigned int mask) { warp_exchange(mask, EMU_SYNCWARP, 0, 0, 32); }
 
 unsigned long long emu_warp_exchange(unsigned int mask, int kind, unsigned long long v, int param,
@@ -423,6 +472,8 @@ __attribute__((visibility("default"))) int emu_launch(void (*call)(void**), void
                 L.state.assign(n, NOT_STARTED);
                 L.fiber_of.assign(n, nullptr);
                 L.warps.assign((n + 31) / 32, Warp());
+                L.async_open.assign(n, AsyncGroup());
+                L.async_groups.assign(n, std::deque<AsyncGroup>());
                 L.next_tid = L.exited = L.block_waiting = 0;
                 L.runnable.clear();
                 for (;;) {
