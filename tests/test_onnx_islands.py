@@ -212,8 +212,10 @@ def test_residual_sum_relu_left_float_and_carried_into_the_next_sum():
                                                             b.c(np.int8(-128))]),
                                     b.c(np.float32(0.1)), b.c(np.int8(-128))])
     m = b.model(["N", 4, 6, 6], out)
+    before = m.SerializeToString()
     x = np.random.default_rng(2).normal(0, 1, (2, 4, 6, 6)).astype(np.float32)
     g = _compare(m, x, 0.1, 2)
+    assert m.SerializeToString() == before  # r1's inferred Q/DQ went into the importer's copy
     assert [n.op for n in g.nodes].count("add") == 2
     assert f"{r1}: scale 0.07" in g.metadata["inferred_quantization"]  # read by its Q
 
