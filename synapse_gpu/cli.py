@@ -16,7 +16,8 @@ def _load_inputs(path, sess):
     """.npy feeds the single input; .npz maps input names to arrays (headers checked first)."""
     from .npyio import load_feeds
 
-    feeds = load_feeds(path, [t.name for t in sess.graph.inputs])
+    feeds = load_feeds(path, [t.name for t in sess.graph.inputs],
+                       any(t.dtype == "int64" for t in sess.graph.inputs))
     sizes = {k: (v.shape[0] if v.ndim else None) for k, v in feeds.items()}
     if None in sizes.values() or len(set(sizes.values())) != 1:
         raise InputError(f"{path}: every input needs the same batch axis 0; got shapes "

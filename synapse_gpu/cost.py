@@ -146,6 +146,8 @@ _RULES = {
     "concat": _per_element(requants=1),  # each input is rescaled to the output's scale
     "flatten": _move, "reshape": _move, "transpose": _move, "identity": _move, "pad": _move,
     "take": _move,
+    "embedding": _move,
+    "constant": _move,
     "lrn": _lrn,
     "layernorm": _layernorm,
     "resize_linear": _resize_linear,

@@ -28,15 +28,19 @@ class TensorSpec:
     shape: tuple  # axis 0 is the batch: BATCH or a fixed size
     scale: float  # a float32 value
     zero_point: int
+    # "int64": token ids, fed as int64 (N, S...) and carried as their int32 bytes, shape
+    # (N, S..., 4) int8 (reference/embedding.py); read only by embedding nodes
+    dtype: str = "int8"
 
     def to_json(self):
-        return {"name": self.name, "shape": list(self.shape),
-                "scale": float(np.float32(self.scale)), "zero_point": int(self.zero_point)}
+        d = {"name": self.name, "shape": list(self.shape),
+             "scale": float(np.float32(self.scale)), "zero_point": int(self.zero_point)}
+        return d if self.dtype == "int8" else {**d, "dtype": self.dtype}  # older ids unchanged
 
     @classmethod
     def from_json(cls, d):
         return cls(d["name"], tuple(int(v) for v in d["shape"]), float(np.float32(d["scale"])),
-                   int(d["zero_point"]))
+                   int(d["zero_point"]), d.get("dtype", "int8"))
 
 
 @dataclass
@@ -145,10 +149,10 @@ class GraphBuilder:
         self._names[kind].add(name)  # nodes, tensors and buffers: separate namespaces
         return name
 
-    def add_input(self, name, shape, scale, zero_point):
+    def add_input(self, name, shape, scale, zero_point, dtype="int8"):
         name = self.unique(name)
         self.inputs.append(TensorSpec(name, tuple(int(v) for v in shape),
-                                      float(np.float32(scale)), int(zero_point)))
+                                      float(np.float32(scale)), int(zero_point), dtype))
         self.quant[name] = (float(np.float32(scale)), int(zero_point))
         self.shapes[name] = tuple(int(v) for v in shape)
         return name

@@ -18,6 +18,7 @@ from numpy.lib import format as npformat
 from .errors import InputError
 
 DTYPES = (np.float16, np.float32, np.float64, np.int8)  # what InferenceSession.run takes
+ID_DTYPES = DTYPES + (np.int64, np.int32)  # and for a model with token-id inputs
 
 
 def _memory_cap():
@@ -29,7 +30,7 @@ def _memory_cap():
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-def _header(fp, where):
+def _header(fp, where, dtypes=DTYPES):
     """(shape, fortran_order, dtype, bytes of data) from a .npy header at fp's position."""
     try:
         version = npformat.read_magic(fp)
@@ -37,15 +38,16 @@ def _header(fp, where):
         shape, fortran, dtype = read(fp)
     except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
         raise InputError(f"{where}: not a readable .npy array ({str(e)[:120]})") from None
-    if dtype.hasobject or dtype.type not in DTYPES:
+    if dtype.hasobject or dtype.type not in dtypes:
         raise InputError(f"{where}: dtype {dtype} is not accepted; save float32 (quantized by "
-                         "the model) or int8 (already quantized)")
+                         "the model) or int8 (already quantized)"
+                         + ("" if dtypes is DTYPES else ", or int64 token ids"))
     return shape, fortran, dtype, int(np.prod(shape, dtype=object)) * dtype.itemsize
 
 
-def _load_npy(path):
+def _load_npy(path, dtypes):
     with open(path, "rb") as fp:
-        shape, fortran, dtype, nbytes = _header(fp, path)
+        shape, fortran, dtype, nbytes = _header(fp, path, dtypes)
         offset = fp.tell()
     held = os.path.getsize(path) - offset
     if nbytes != held:
@@ -56,7 +58,7 @@ def _load_npy(path):
     return np.memmap(path, dtype, "r", offset, shape, "F" if fortran else "C")
 
 
-def _load_npz(path, wanted):
+def _load_npz(path, wanted, dtypes):
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
@@ -68,7 +70,7 @@ def _load_npz(path, wanted):
             info, where = members[name], f"{path}, array {name!r}"
             try:
                 with z.open(info) as fp:
-                    shape, fortran, dtype, nbytes = _header(fp, where)
+                    shape, fortran, dtype, nbytes = _header(fp, where, dtypes)
                     if info.file_size != fp.tell() + nbytes:
                         raise InputError(f"{where}: the header declares {nbytes} bytes of data "
                                          f"({dtype} {list(shape)}), the archive holds "
@@ -85,8 +87,10 @@ def _load_npz(path, wanted):
         return out, list(members)
 
 
-def load_feeds(path, input_names):
-    """{input name: array} for a model's inputs from a .npy (one input) or .npz file."""
+def load_feeds(path, input_names, token_ids=False):
+    """{input name: array} for a model's inputs from a .npy (one input) or .npz file;
+    token_ids: the model takes int64 token ids (the session checks which input does)."""
+    dtypes = ID_DTYPES if token_ids else DTYPES
     try:
         with open(path, "rb") as fp:
             magic = fp.read(6)
@@ -96,7 +100,7 @@ def load_feeds(path, input_names):
         if len(input_names) != 1:
             raise InputError(f"{path}: a .npy feeds one input; the model has {input_names} "
                              "(use .npz with one array per input name)")
-        return {input_names[0]: _load_npy(path)}
+        return {input_names[0]: _load_npy(path, dtypes)}
     if not magic.startswith(b"PK"):
         raise InputError(f"{path}: not a .npy or .npz file")
 
@@ -107,7 +111,7 @@ def load_feeds(path, input_names):
             return names
         raise InputError(f"{path} holds arrays {names}; the model's inputs are {input_names}")
 
-    arrays, names = _load_npz(path, wanted)
+    arrays, names = _load_npz(path, wanted, dtypes)
     if list(arrays) != list(input_names):
         arrays = {input_names[0]: arrays[names[0]]}
     return arrays

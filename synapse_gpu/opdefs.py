@@ -19,6 +19,7 @@ from .reference.layernorm import MAX_N as LN_MAX_N
 from .reference.lrn import MAX_SIZE as LRN_MAX_SIZE
 from .reference.resize import MAX_FRAC_BITS as RESIZE_MAX_FRAC
 from .reference.take import take_shape_error
+from .reference.embedding import ID_BYTES
 from .schema import (ADD_FIXED, ADD_MULTIPLIER, ADD_SHIFT, AXIS, DIM, INT8, MAX_RANK, MULTIPLIER,
                      PAD, SHIFT, Int, Ints, Param, Str, attrs_error)
 
@@ -179,6 +180,21 @@ def _take_shape(node, s, p):
     if err:
         fail(node, err)
     return [(s[0][0], *node.attrs["sizes"])]
+
+
+def _embedding_shape(node, s, p):
+    x, t = s[0], p["table"].shape
+    if len(x) < 2 or x[-1] != ID_BYTES or len(t) != 2 or min(t) < 1:
+        fail(node, f"expects packed token ids (N, ..., {ID_BYTES}) and a (vocab, dim) table, "
+                   f"got {list(x)} and {list(t)}")
+    return [(*x[:-1], t[1])]
+
+
+def _constant_shape(node, s, p):
+    v = p["value"].shape
+    if len(v) >= MAX_RANK or 0 in v:
+        fail(node, f"value of shape {list(v)}: 1 to {MAX_RANK - 1} non-empty axes per sample")
+    return [(s[0][0], *v)]
 
 
 def _lrn_shape(node, s, p):
@@ -385,6 +401,8 @@ OPS = {d.name: d for d in [
                **_xy("x_zero_point", "y_zero_point"), **REQ, **Q), _resize_linear_shape),
     OpDef("take", {"indices": Param((I32,))}, {"sizes": Ints(1, 1 << 28, max_len=MAX_RANK)},
           _take_shape, compute=False),
+    OpDef("embedding", {"table": Param((I8,))}, {}, _embedding_shape, compute=False),
+    OpDef("constant", {"value": Param((I8,))}, {}, _constant_shape, compute=False),
     OpDef("concat", {}, dict(axis=Int(*AXIS), x_zero_points=Ints(*INT8, max_len=MAX_CONCAT),
                              multipliers=Ints(*MULTIPLIER, max_len=MAX_CONCAT),
                              shifts=Ints(*SHIFT, max_len=MAX_CONCAT), y_zero_point=ZP),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ModelFormatError
+from .reference.embedding import ID_BYTES
 from .schema import INT8, MAX_RANK, is_int
 
 
@@ -74,6 +75,7 @@ def check_structure(graph):
         if not isinstance(n.attrs, dict) or not isinstance(n.params, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in n.params.items()):
             bad(f"node {n.name!r}", "attrs must be a mapping and params map roles to buffer ids")
+    _check_token_inputs(graph, bad)
     for name, q in graph.quant.items():
         ok = isinstance(q, (tuple, list)) and len(q) == 2
         err = _quant_error(*q) if ok else f"{q!r} is not (scale, zero point)"
@@ -83,6 +85,25 @@ def check_structure(graph):
         if tuple(graph.quant.get(t.name, (t.scale, t.zero_point))) != (t.scale, t.zero_point):
             bad(f"graph boundary tensor {t.name!r}", f"scale and zero point ({t.scale}, {t.zero_point}) "
                 f"differ from the graph's quantization of it {graph.quant[t.name]}")
+
+
+def _check_token_inputs(graph, bad):
+    """Token ids (dtype int64, carried as 4 bytes each) are read by embedding nodes only, and
+    an embedding reads nothing else: no op ever takes an id's bytes for int8 codes."""
+    tokens = set()
+    for kind, specs in (("input", graph.inputs), ("output", graph.outputs)):
+        for t in specs:
+            if t.dtype not in ("int8", "int64") or (t.dtype == "int64" and (
+                    kind == "output" or len(t.shape) < 2 or t.shape[-1] != ID_BYTES)):
+                bad(f"graph {kind} {t.name!r}", f"dtype {t.dtype!r} with shape {list(t.shape)}: an "
+                    f"input is int8, or int64 token ids carried as (N, ..., {ID_BYTES}) bytes")
+            if t.dtype == "int64":
+                tokens.add(t.name)
+    for n in graph.nodes:
+        for i in n.inputs:
+            if (i in tokens) != (n.op == "embedding"):
+                bad(f"node {n.name!r} (op {n.op})", f"reads {i!r}: token ids are read by "
+                    "embedding nodes only, and an embedding reads only a token input")
 
 
 def topological_order(graph):

@@ -12,6 +12,7 @@ _MODULES = {
     "tables": ("lut",),
     "softmax": ("softmax",),
     "take": ("take",),
+    "embedding": ("embedding", "constant"),
     "lrn": ("lrn",),
     "layernorm": ("layernorm",),
     "resize": ("resize_linear",),

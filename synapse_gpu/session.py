@@ -33,6 +33,7 @@ from .modelfile import load_model, model_id, save_model
 from .options import (CUDA_VARIANT_KEY, FALLBACK_KEY, check_run_options, check_session_kwargs,
                       session_options)
 from .providers import CPU, CUDA, resolve as resolve_providers
+from .reference.embedding import out_of_range, pack_ids
 from .validate import DEFAULT_LIMITS, Limits, validate
 
 _FLOATS = (np.float16, np.float32, np.float64)
@@ -183,6 +184,27 @@ def _load_syn_bytes(data):
         return load_model(p)
 
 
+def _token_vocab(graph):
+    """Token input -> the rows of the smallest embedding table that reads it."""
+    vocab = {}
+    for n in graph.nodes:
+        if n.op == "embedding":
+            rows = graph.param(n, "table").shape[0]
+            vocab[n.inputs[0]] = min(rows, vocab.get(n.inputs[0], rows))
+    return vocab
+
+
+def _token_feed(a, t, vocab):
+    """int token ids (N, S...) -> their packed int8 bytes, every id checked against vocab."""
+    if a.dtype.kind not in "iu":
+        raise DtypeError(f"input {t.name!r} has dtype {a.dtype}; expected integer token ids (int64)")
+    bad = out_of_range(a, vocab)
+    if bad is not None:
+        raise InputError(f"input {t.name!r}: token id {bad[1]} at index {list(bad[0])} is outside "
+                         f"the vocabulary [0, {vocab})")
+    return pack_ids(a)
+
+
 def _dims(shape):
     return ["N" if i == 0 and d == -1 else d for i, d in enumerate(shape)]
 
@@ -222,6 +244,7 @@ class InferenceSession:
         if self._sess_options.optimized_model_filepath:  # options.py allows .syn only
             save_model(self.graph, self._sess_options.optimized_model_filepath)
         self._ops = {n.name: n.op for n in self.graph.nodes}
+        self._vocab = _token_vocab(self.graph)
         self.last_result = None
 
     def _prepare(self, device, device_id):
@@ -242,7 +265,8 @@ class InferenceSession:
         return self._sess_options._config.get(FALLBACK_KEY) == "1"
 
     def get_inputs(self):
-        return [NodeArg(t.name, _dims(t.shape), "tensor(float)") for t in self.graph.inputs]
+        return [NodeArg(t.name, _dims(t.shape[:-1]), "tensor(int64)") if t.dtype == "int64" else
+                NodeArg(t.name, _dims(t.shape), "tensor(float)") for t in self.graph.inputs]
 
     def get_outputs(self):
         return [NodeArg(t.name, _dims(t.shape), "tensor(float)") for t in self.graph.outputs]
@@ -285,11 +309,14 @@ class InferenceSession:
                 a = as_input(input_feed[t.name], t.name, self._exe)  # numpy, or on this GPU
             except (ValueError, TypeError) as e:  # e.g. a ragged nested list
                 raise InputError(f"input {t.name!r} is not an array ({str(e)[:120]})") from None
-            if a.ndim != len(t.shape) or a.shape[1:] != tuple(t.shape[1:]) or (
-                    t.shape[0] != -1 and a.shape[0] != t.shape[0]) or a.shape[0] < 1:
+            shape = t.shape[:-1] if t.dtype == "int64" else t.shape  # ids: without their bytes
+            if a.ndim != len(shape) or a.shape[1:] != tuple(shape[1:]) or (
+                    shape[0] != -1 and a.shape[0] != shape[0]) or a.shape[0] < 1:
                 raise ShapeError(f"input {t.name!r} has shape {list(a.shape)}; expected "
-                                 f"{_dims(t.shape)}")
-            if a.dtype == np.int8:
+                                 f"{_dims(shape)}")
+            if t.dtype == "int64":
+                q = _token_feed(to_host(a), t, self._vocab[t.name])
+            elif a.dtype == np.int8:
                 q = a
             elif a.dtype in _FLOATS:
                 q = self._quantize(a, t)

@@ -50,6 +50,8 @@ from .fold import FOLDABLE, fold
 from .int8_ops import Int8Ops
 from .qdq import QDQOps
 from .qoperator import QOperatorOps
+from .attention import AttentionOps
+from .tokens import ID_TYPES, TokenOps
 from .values import Const, Deq, FloatIn, Int, Pending, describe, int8_codes, int8_onnx_type
 
 OPSET_MIN, OPSET_MAX = 10, 28  # default domain, read natively
@@ -95,8 +97,8 @@ def _opset(proto, order):
     return converted, checks.check_structure(converted.graph)
 
 
-class _Importer(QOperatorOps, QDQOps, Int8Ops, unary.UnaryOps, reduce.ReduceOps,
-                movement.MovementOps, lrn.LrnOps, layernorm.LayerNormOps,
+class _Importer(AttentionOps, QOperatorOps, QDQOps, Int8Ops, unary.UnaryOps, reduce.ReduceOps,
+                TokenOps, movement.MovementOps, lrn.LrnOps, layernorm.LayerNormOps,
                 conv_transpose.ConvTransposeOps):
     """One import: the walk, the values, the boundary; the op handlers are the mixins'."""
 
@@ -392,6 +394,8 @@ class _Importer(QOperatorOps, QDQOps, Int8Ops, unary.UnaryOps, reduce.ReduceOps,
             elif tt.elem_type in (TensorProto.INT8, TensorProto.UINT8):
                 s, z = self._int_input_params(gi.name, tt.elem_type, consumers)
                 self.values[gi.name] = Int(self.b.add_input(gi.name, shape, s, z), tt.elem_type)
+            elif tt.elem_type in ID_TYPES:
+                self.values[gi.name] = self._token_input(gi.name, shape, consumers[gi.name])
             else:
                 raise DtypeError(f"graph input {gi.name!r} has type {type_name(tt.elem_type)}; "
                                  "Synapse inputs are float32 (quantized at the boundary) or "
