@@ -326,7 +326,7 @@ class QDQOps:
                        UnsupportedOpError)
         x = vs[xi]
         shape = self.b.shapes[self._deq_t(x)]
-        c = self._const_channels(node, vs[ci], shape)
+        c, axis = self._const_channels(node, vs[ci], shape)
         if op == "Div" and not c.all():
             self._fail(node, "divides by a constant with zero entries", exc=ModelFormatError)
         one, zero = np.ones_like(c), np.zeros_like(c)
@@ -337,32 +337,43 @@ class QDQOps:
                             "Sub": (one, -c) if ci == 1 else (-one, c)}[op]
 
         def emit(ys, yz, qmin, qmax):
-            return self._affine(node, self._deq_t(x), gain, offset, ys, yz, qmin, qmax)
+            return self._affine(node, self._deq_t(x), gain, offset, ys, yz, qmin, qmax, axis)
         return Pending(node, emit)
 
     def _const_channels(self, node, v, shape):
-        """A constant operand as one float32 value per channel (axis 1 of `shape`)."""
+        """A constant operand as (one float32 value per channel, the channel axis): axis 1,
+        or the last axis of a rank-3+ tensor where only that one varies (channels-last,
+        e.g. ConvNeXt's layer scale once onnxruntime's optimizer moved a Transpose past it)."""
         c = v.real() if isinstance(v, QConst) else v.value
         if c.dtype.kind != "f":
             self._fail(node, f"a {c.dtype} constant operand", "make it a float constant",
                        UnsupportedOpError)
         full = (1,) * (len(shape) - c.ndim) + c.shape
-        if c.ndim > len(shape) or any(d != 1 for i, d in enumerate(full) if i != 1) or \
-                full[1] not in (1, shape[1]) or not np.isfinite(c).all():
+        axis = len(shape) - 1 if len(shape) > 2 and c.ndim <= len(shape) and full[-1] > 1 \
+            else 1
+        if c.ndim > len(shape) or any(d != 1 for i, d in enumerate(full) if i != axis) or \
+                full[axis] not in (1, shape[axis]) or not np.isfinite(c).all():
             self._fail(node, f"a constant operand of shape {list(c.shape)} on a tensor of shape "
                              f"{list(shape)}: only a scalar or one finite value per channel "
                              "(axis 1) has an integer form",
                        "fold the constant into the neighbouring Conv/Gemm weights before "
                        "quantizing (onnxruntime's quant_pre_process folds BatchNormalization), "
                        "or reshape it to (C, 1, ...)", UnsupportedOpError)
-        return np.broadcast_to(c.reshape(-1).astype(np.float64), (shape[1],)).copy()
+        return np.broadcast_to(c.reshape(-1).astype(np.float64), (shape[axis],)).copy(), axis
 
-    def _affine(self, node, x, gain, offset, ys, yz, qmin, qmax):
-        """y = gain[c] * x + offset[c] as a batchnorm node (mean 0, variance 1)."""
+    def _affine(self, node, x, gain, offset, ys, yz, qmin, qmax, axis=1):
+        """y = gain[c] * x + offset[c] as a batchnorm node (mean 0, variance 1). Channels
+        on another axis: transposed to axis 1 and back (moves of codes, exact)."""
         relu, after = self._relu_or_clip(yz, qmin, qmax, node)
         C = len(gain)
-        return after(build.batchnorm(self.b, x, gain, offset, np.zeros(C), np.ones(C), 0.0,
-                                     y_scale=ys, y_zero_point=yz, relu=relu, name=label(node)))
+        perm = [0, axis, *range(1, axis), *range(axis + 1, len(self.b.shapes[x]))]
+        if axis != 1:
+            x = build.transpose(self.b, x, perm, name=f"{label(node)}.channels_first")
+        y = after(build.batchnorm(self.b, x, gain, offset, np.zeros(C), np.ones(C), 0.0,
+                                  y_scale=ys, y_zero_point=yz, relu=relu, name=label(node)))
+        back = [int(i) for i in np.argsort(perm)]
+        return y if axis == 1 else build.transpose(self.b, y, back,
+                                                   name=f"{label(node)}.channels_last")
 
     def _Mul(self, node):
         vs = [self._in(node, i) for i in range(2)]

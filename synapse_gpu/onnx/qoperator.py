@@ -178,12 +178,12 @@ class QOperatorOps:
                              f"dtype {q.dtype}, expected int8 or uint8")
         s = self._scale(node, ci + 1)
         z, _ = self._zero_point(node, ci + 2, int8_onnx_type(q))
-        c = self._const_channels(node, QConst(int8_codes(node, q, "constant operand"), s, z, 0),
+        c, axis = self._const_channels(node, QConst(int8_codes(node, q, "constant operand"), s, z, 0),
                                  self.b.shapes[x])
         ys, yz, yt = self._yparams(node, 6, 7, self._in_type(node, xi))
         gain, offset = (np.ones_like(c), c) if node.op_type == "QLinearAdd" else \
             (c, np.zeros_like(c))
-        return Int(self._affine(node, x, gain, offset, ys, yz, -128, 127), yt)
+        return Int(self._affine(node, x, gain, offset, ys, yz, -128, 127, axis), yt)
 
     def _channels_first(self, node):
         if int(self._attrs(node).get("channels_last", 0)):
