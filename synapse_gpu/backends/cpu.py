@@ -1,18 +1,21 @@
 """CPU backend: the numpy reference, with conv and dense on the exact integer GEMM engine
 the self-test admitted on this machine (cpu_engines.py: onnxruntime's MLAS kernels,
 else the float32-BLAS path of cpu_conv.py, exact by proof) and the per-element
-requantizing ops as exact lookup tables (cpu_tables.py).
+requantizing ops as exact lookup tables (cpu_tables.py). With an onnxruntime engine,
+the longest stretches of steps it can compute exactly run as one onnxruntime graph each
+(cpu_fused.py).
 
-Executes the core's traversal in order. Intermediates live in a dict and are
-dropped after their last reader (numpy's allocator reuses the memory); the slot
-plan matters for the device backend, where allocation is explicit.
+Executes the core's traversal in order, as steps: one node, or one fused run of nodes.
+Intermediates live in a dict and are dropped after their last reader (numpy's allocator
+reuses the memory); the slot plan matters for the device backend, where allocation is
+explicit.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import registry
-from . import cpu_conv, cpu_engines, cpu_pool, cpu_tables
+from . import cpu_conv, cpu_engines, cpu_fused, cpu_pool, cpu_tables
 
 _FAST = {"conv1d", "conv2d", "conv3d", "dense"}
 
@@ -49,44 +52,78 @@ def _step(node, buffers):
     return lambda *xs: registry.call(ref, node, xs, buffers)
 
 
+class Step:
+    """Tensors `inputs` -> tensors `outputs` by `fn` (a list of arrays out); `nodes` run."""
+
+    def __init__(self, nodes, inputs, outputs, fn, fused=None):
+        self.nodes, self.inputs, self.outputs, self.fn, self.fused = nodes, inputs, outputs, fn, fused
+
+
+def _node_step(n, fn):
+    return Step([n], list(n.inputs), [n.outputs[0]], lambda *xs: [fn(*xs)])
+
+
 class CpuExecutable:
     device = "cpu"
 
     def __init__(self, graph, traversal, verbose=False):
         self.graph, self.traversal = graph, traversal
-        fast = [n for n in traversal.order if n.op in _FAST]
+        order = traversal.order
+        fast = [n for n in order if n.op in _FAST]
         k_max = max((_reduction(n, graph.buffers) for n in fast), default=1)
         engine, self.engine_report = cpu_engines.choose(k_max) if fast else (None, [])
         self.engine = engine.name if engine is not None else cpu_engines.FLOAT
-        self.steps, self.paths = [], {}
-        for n in traversal.order:
+        self.paths = {}
+        runs = []
+        if engine is not None:
+            lowerings = [cpu_fused.lowering(n, graph.buffers, traversal.shapes, engine) for n in order]
+            runs = cpu_fused.runs(order, lowerings)
+        keep = {t.name for t in graph.outputs}
+        run_at = {r[0]: r for r in runs}
+        self.steps, i = [], 0
+        while i < len(order):
+            if i in run_at:
+                r = run_at[i]
+                after = keep | {t for n in order[r[-1] + 1:] for t in n.inputs}
+                fused = cpu_fused.FusedRun([order[j] for j in r], [lowerings[j] for j in r], after)
+                self.steps.append(Step(fused.nodes, fused.inputs, fused.outputs, fused, fused))
+                self.paths.update({order[j].name: engine.name for j in r if order[j].op in _FAST})
+                i = r[-1] + 1
+                continue
+            n = order[i]
             if n.op in _FAST:
                 fn, self.paths[n.name] = _fast_step(n, graph.buffers, engine)
             else:
                 fn = _step(n, graph.buffers)
-            self.steps.append((n, fn))
+            self.steps.append(_node_step(n, fn))
+            i += 1
         if verbose:
             for line in self.engine_report:
                 print(f"synapse: cpu engine {line}")
             on_float = sum(p == cpu_engines.FLOAT for p in self.paths.values())
             print(f"synapse: cpu: {len(self.paths) - on_float} conv/dense layers on {self.engine}, "
-                  f"{on_float} on {cpu_engines.FLOAT}")
+                  f"{on_float} on {cpu_engines.FLOAT}; {len(runs)} fused onnxruntime graphs "
+                  f"({sum(map(len, runs))} of {len(order)} nodes)")
         last = {}
-        for i, n in enumerate(traversal.order):
-            for t in n.inputs:
+        for i, s in enumerate(self.steps):
+            for t in s.inputs:
                 last[t] = i
-        keep = {t.name for t in graph.outputs}
-        self.drop_after = [[t for t in set(n.inputs) if last[t] == i and t not in keep]
-                           for i, n in enumerate(traversal.order)]
+        self.drop_after = [[t for t in set(s.inputs) if last[t] == i and t not in keep]
+                           for i, s in enumerate(self.steps)]
 
     def run(self, feeds, trace=False):
         env = dict(feeds)
         steps = [] if trace else None
-        for (n, fn), drop in zip(self.steps, self.drop_after):
-            y = fn(*[env[i] for i in n.inputs])
-            env[n.outputs[0]] = y
-            if trace:
-                steps.append((n.name, n.outputs[0], y))
+        for s, drop in zip(self.steps, self.drop_after):
+            xs = [env[i] for i in s.inputs]
+            if trace and s.fused is not None:
+                every = s.fused.trace(*xs)
+                steps += [(n.name, n.outputs[0], y) for n, y in zip(s.nodes, every)]
+                env.update({n.outputs[0]: y for n, y in zip(s.nodes, every)})
+            else:
+                env.update(zip(s.outputs, s.fn(*xs)))
+                if trace:
+                    steps.append((s.nodes[0].name, s.outputs[0], env[s.outputs[0]]))
             for t in drop:
                 if t not in feeds:
                     del env[t]

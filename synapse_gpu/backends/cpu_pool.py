@@ -56,20 +56,32 @@ def avg_pool(x, *, multiplier, shift, kernel_shape, x_zero_point, y_zero_point, 
              pads=None, dilations=None, ceil_mode=0, count_include_pad=0, qmin=INT8_MIN,
              qmax=INT8_MAX):
     x = np.asarray(x, dtype=np.int8)
-    sp, nd = x.shape[2:], len(kernel_shape)
-    strides, pads, dilations, outs, lengths = _geometry(sp, kernel_shape, strides, pads, dilations,
-                                                        ceil_mode)
-    ends = [(pads[i], lengths[i] - pads[i] - sp[i]) for i in range(nd)]
+    strides, dilations, outs, ends, count = avg_pool_counts(
+        x.shape[2:], kernel_shape, strides, pads, dilations, ceil_mode, count_include_pad)
     xc = np.pad(x.astype(np.int32) - np.int32(x_zero_point), [(0, 0), (0, 0)] + ends)
     total = np.zeros(x.shape[:2] + tuple(outs), np.int32)  # |sum| <= 255 * taps
     for view in _taps(xc, kernel_shape, strides, dilations, outs):
         total += view
+    return avg_pool_round(total, count, multiplier, shift, y_zero_point, qmin, qmax)
+
+
+def avg_pool_counts(sp, kernel_shape, strides, pads, dilations, ceil_mode, count_include_pad):
+    """(strides, dilations, output sizes, (begin, end) padding of each spatial axis so
+    every window fits, taps counted at each output position)."""
+    nd = len(kernel_shape)
+    strides, pads, dilations, outs, lengths = _geometry(sp, kernel_shape, strides, pads, dilations,
+                                                        ceil_mode)
+    ends = [(pads[i], lengths[i] - pads[i] - sp[i]) for i in range(nd)]
     if count_include_pad:  # taps inside [-pad_begin, n + pad_end)
         mask = np.zeros(lengths, np.int32)
         mask[tuple(slice(0, pads[i] + sp[i] + pads[nd + i]) for i in range(nd))] = 1
     else:  # taps inside the input
         mask = np.pad(np.ones(sp, np.int32), ends)
-    count = sum(_taps(mask, kernel_shape, strides, dilations, outs))
+    return strides, dilations, outs, ends, sum(_taps(mask, kernel_shape, strides, dilations, outs))
+
+
+def avg_pool_round(total, count, multiplier, shift, y_zero_point, qmin=INT8_MIN, qmax=INT8_MAX):
+    """The output of a window with tap sum `total` (of x - z_x) over `count` taps."""
     m = np.asarray(multiplier, dtype=np.int64)[count]
     k = np.asarray(shift, dtype=np.int64)[count]
     return requant_zp_inside(total, m, k, y_zero_point, qmin, qmax)

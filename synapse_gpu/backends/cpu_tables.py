@@ -50,10 +50,23 @@ def _split(fn, a, b, out):
         f.result()
 
 
-def prepare(node, buffers):
+def domain_table(node, buffers):
+    """The reference op on its whole input domain, rows in value order (row i: value
+    i - 128): (256, 256) for add and mul (a by rows, b by columns), (256,) for
+    requantize, (C, 256) for the per-channel ops."""
     ref = registry.reference_op(node.op)
     if node.op in ("add", "mul"):
-        table = registry.call(ref, node, [_DOMAIN[:, None], _DOMAIN[None, :]], buffers)
+        return registry.call(ref, node, [_DOMAIN[:, None], _DOMAIN[None, :]], buffers)
+    if node.op == "requantize":
+        return registry.call(ref, node, [_DOMAIN], buffers)
+    C = len(buffers[node.params["multiplier"]])
+    grid = np.ascontiguousarray(np.broadcast_to(_DOMAIN[:, None], (256, C)))
+    return np.ascontiguousarray(registry.call(ref, node, [grid], buffers).T)
+
+
+def prepare(node, buffers):
+    table = domain_table(node, buffers)
+    if node.op in ("add", "mul"):
         table = np.ascontiguousarray(table[_BITS][:, _BITS]).reshape(-1)  # raw-bit order
 
         def lookup(a, b, out):
@@ -69,12 +82,11 @@ def prepare(node, buffers):
             return out
         return binary
     if node.op == "requantize":
-        table = registry.call(ref, node, [_DOMAIN], buffers)[_BITS]  # raw-bit order
+        table = table[_BITS]  # raw-bit order
         return lambda x: table.take(np.asarray(x, np.int8).view(np.uint8))
     # batchnorm, prelu: per channel (axis 1); rows of C * 256
-    C = len(buffers[node.params["multiplier"]])
-    grid = np.ascontiguousarray(np.broadcast_to(_DOMAIN[:, None], (256, C)))
-    table = np.ascontiguousarray(registry.call(ref, node, [grid], buffers).T).reshape(-1)
+    C = len(table)
+    table = table.reshape(-1)
 
     def per_channel(x):
         rows = (np.arange(C, dtype=np.intp) * 256).reshape((1, C) + (1,) * (x.ndim - 2))
