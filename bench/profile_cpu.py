@@ -2,7 +2,8 @@
 
 Times every step of the CPU executable (the same steps `InferenceSession.run` takes),
 median over runs, grouped by op (convs also by kernel size), and prints the engine
-the self-test admitted. Example (ResNet-50 from bench/bench_resnet50_cpu.py):
+the self-test admitted. A fused onnxruntime graph is one step ($SYNAPSE_CPU_FUSE=0
+times each layer on its own instead). Example (ResNet-50 from bench/bench_resnet50_cpu.py):
 
     python bench/profile_cpu.py /tmp/synapse_resnet50/resnet50_QOperator-uint8.onnx \
         --batch 1,8 --out bench/results/profile_resnet50_cpu.md
@@ -16,7 +17,10 @@ import synapse_gpu as sg
 from timing import QuietCheck, load_line, machine_line
 
 
-def kind(node, buffers):
+def kind(step, buffers):
+    if step.fused is not None:
+        return f"fused onnxruntime graph ({len(step.nodes)} nodes)"
+    node = step.nodes[0]
     if node.op.startswith("conv"):
         w = buffers[node.params["w"]]
         grouped = " grouped" if node.attrs.get("group", 1) > 1 else ""
@@ -32,9 +36,9 @@ def profile(sess, batch, runs):
     times = np.zeros((runs, len(exe.steps)))
     for r in range(runs + 1):
         env = {spec.name: x}
-        for i, (node, fn) in enumerate(exe.steps):
+        for i, step in enumerate(exe.steps):
             t0 = time.perf_counter()
-            env[node.outputs[0]] = fn(*[env[t] for t in node.inputs])
+            env.update(zip(step.outputs, step.fn(*[env[t] for t in step.inputs])))
             if r:
                 times[r - 1, i] = time.perf_counter() - t0
     return np.median(times, axis=0)
@@ -55,8 +59,8 @@ def main():
         for batch in [int(b) for b in args.batch.split(",")]:
             med = profile(sess, batch, args.runs)
             groups = {}
-            for (node, _), t in zip(exe.steps, med):
-                k = kind(node, sess.graph.buffers)
+            for step, t in zip(exe.steps, med):
+                k = kind(step, sess.graph.buffers)
                 n, s = groups.get(k, (0, 0.0))
                 groups[k] = (n + 1, s + t)
             total = med.sum()
