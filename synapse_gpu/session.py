@@ -30,8 +30,8 @@ from .errors import (DeviceError, DtypeError, InputError, ModelFormatError, Reso
 from .graph import Graph
 from .iobinding import IOBinding
 from .modelfile import load_model, model_id, save_model
-from .options import (CUDA_VARIANT_KEY, FALLBACK_KEY, check_run_options, check_session_kwargs,
-                      session_options)
+from .options import (CUDA_GRAPHS_KEY, CUDA_VARIANT_KEY, FALLBACK_KEY, check_run_options,
+                      check_session_kwargs, session_options)
 from .providers import CPU, CUDA, resolve as resolve_providers
 from .reference.embedding import out_of_range, pack_ids
 from .validate import DEFAULT_LIMITS, Limits, validate
@@ -252,6 +252,8 @@ class InferenceSession:
         at = {} if device_id is None else {"device_id": device_id}
         if CUDA_VARIANT_KEY in self._sess_options._config and backend.__name__.endswith(".cuda"):
             at["variant"] = self._sess_options._config[CUDA_VARIANT_KEY]
+        if CUDA_GRAPHS_KEY in self._sess_options._config and backend.__name__.endswith(".cuda"):
+            at["cuda_graphs"] = self._sess_options._config[CUDA_GRAPHS_KEY]
         self._exe = backend.prepare(self.graph, self.report.traversal, verbose=self.verbose, **at)
         self.device = self._exe.device
 

@@ -5,6 +5,14 @@ keeps the activations on the device in the core's planned slots, launches every
 node on one stream and copies back only the graph outputs (and, with trace=True,
 each node's output).
 
+Buffers are planned once per batch size (_Plan: slots, views, tables, launches) and
+kept for the next run at that size, within PLAN_BYTES. With CUDA graphs on (session
+option synapse.cuda_graphs or SYNAPSE_CUDA_GRAPHS=1; off by default until a GPU run
+has timed it), the second run at a batch size captures the traversal's launches
+into a CUDA graph and every later run replays it: the feeds are copied into the
+plan's fixed input slots before the replay, the outputs read after it. Runs that
+cannot replay launch plainly and say why (graph_notes, verbose).
+
 Three seams, each its own module (this one holds the executable and re-exports
 their public names):
 - cuda_device: the device (CuPy, memory, the stream, launches);
@@ -21,11 +29,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
+import warnings
+from collections import Counter, OrderedDict
 
 import numpy as np
 
-from ..errors import DtypeError
+from ..errors import DtypeError, OptionError
 from .cuda_device import BLOCK, INSTALL_HINT, CupyDevice, grid_for, is_available, require  # noqa: F401
 from .cuda_lowering import (LOWER, Act, Copy, Launch, Param, Table, check_launch,  # noqa: F401
                             concrete, lower)
@@ -34,8 +43,34 @@ from .cuda_source import (FAMILIES, NVRTC_OPTIONS, _kernel_files, kernel_signatu
 from .cuda_variants import Chooser
 
 
+GRAPHS_ENV = "SYNAPSE_CUDA_GRAPHS"
+# Slot bytes the plans of other batch sizes may keep on the device besides the one in
+# use; a plan larger than this (the session's big chunks) gets no graph: launch
+# overhead is a small share of a large batch's time.
+PLAN_BYTES = 256 << 20
+_SWITCH = {"1": True, "on": True, "true": True, "0": False, "off": False, "false": False, "": False}
+
+
 def _verbose_env():
     return os.environ.get("SYNAPSE_VERBOSE", "") not in ("", "0")
+
+
+def graphs_switch(value):
+    """The CUDA graphs setting: True/False, "1"/"0", "on"/"off" (None: SYNAPSE_CUDA_GRAPHS,
+    unset: off)."""
+    if value is None:
+        value = os.environ.get(GRAPHS_ENV, "0")
+    if isinstance(value, bool):
+        return value
+    key = str(value).strip().lower()
+    if key not in _SWITCH:
+        raise OptionError(f"CUDA graphs setting {value!r} (synapse.cuda_graphs / {GRAPHS_ENV}): "
+                          "use 1 or 0 (on or off)")
+    return _SWITCH[key]
+
+
+def _plan_bytes(traversal, batch):
+    return sum(max(1, e * batch) for e in traversal.slot_elems)
 
 
 class _Plan:
@@ -44,6 +79,10 @@ class _Plan:
     def __init__(self, exe, batch):
         dev, tr = exe.dev, exe.traversal
         self.batch = batch
+        self.nbytes = _plan_bytes(tr, batch)
+        self.graph = None  # the captured traversal, replayed by every later run
+        self.refusal = None  # why this plan runs plain launches for good (a failed capture)
+        self.runs = 0
         self.shapes = {t: concrete(s, batch) for t, s in tr.shapes.items()}
         slots = [dev.empty(max(1, e * batch)) for e in tr.slot_elems]
         self.views = {t: slots[s][:math.prod(self.shapes[t])].reshape(self.shapes[t])
@@ -60,6 +99,8 @@ class _Plan:
                     todo.append(("launch", exe.kernel(s.kernel), s.n,
                                  tuple(self._resolve(exe, a) for a in s.args)))
             self.steps.append(todo)
+        self.launches = sum(1 for todo in self.steps for kind, *step in todo
+                            if kind == "copy" or step[1])  # a launch of n = 0 threads is skipped
 
     def _resolve(self, exe, a):
         if isinstance(a, Act):
@@ -77,9 +118,11 @@ class CudaExecutable:
 
     device = "cuda"
 
-    def __init__(self, graph, traversal, dev=None, verbose=None, device_id=None, variant=None):
+    def __init__(self, graph, traversal, dev=None, verbose=None, device_id=None, variant=None,
+                 cuda_graphs=None):
         self.graph, self.traversal = graph, traversal
         self.verbose = _verbose_env() if verbose is None else verbose
+        self.cuda_graphs = graphs_switch(cuda_graphs)
         self.dev = dev if dev is not None else CupyDevice(self.verbose, device_id)
         self.device_id = getattr(self.dev, "device_id", None)
         # conv/dense kernel variants (cuda_variants.py): same bits, chosen per layer shape
@@ -87,9 +130,11 @@ class CudaExecutable:
         self.variants = Chooser(variant, cc)
         self._params = {}  # (buffer id, dtype) -> device array, shared by every node
         self._kernels = {}
+        self._plans = OrderedDict()  # batch size -> _Plan, least recently used first
+        self.graph_notes = {}  # batch size -> how its last run launched (graph, or why not)
         # Lower every node, upload the parameters and load the kernels now, so that
-        # errors surface at prepare. Only the last batch size's plan is kept.
-        self._plan = _Plan(self, 1)
+        # errors surface at prepare.
+        self._plan_for(1)
         if self.verbose and self.variants.chosen:
             print("synapse: CUDA conv/dense kernel variants: " + ", ".join(
                 f"{v} x{n}" for v, n in sorted(Counter(self.variants.chosen.values()).items())))
@@ -110,11 +155,76 @@ class CudaExecutable:
             self._params[key] = self.dev.upload(b)
         return self._params[key]
 
+    @property
+    def _plan(self):
+        """The plan of the last run."""
+        return next(reversed(self._plans.values()))
+
     def _plan_for(self, batch):
-        if self._plan is None or self._plan.batch != batch:
-            self._plan = None  # free the old slots before allocating the new ones
-            self._plan = _Plan(self, batch)
-        return self._plan
+        plan = self._plans.pop(batch, None)
+        if plan is None:  # free least recently used plans before allocating the new one
+            need = _plan_bytes(self.traversal, batch)
+            while self._plans and sum(p.nbytes for p in self._plans.values()) + need > PLAN_BYTES:
+                self._plans.popitem(last=False)
+            plan = _Plan(self, batch)
+        self._plans[batch] = plan
+        return plan
+
+    def _graph_refusal(self, plan, trace):
+        """Why this run launches plainly instead of replaying a CUDA graph (None: replay)."""
+        if not self.cuda_graphs:
+            return f"CUDA graphs off (session option synapse.cuda_graphs, {GRAPHS_ENV})"
+        if trace:
+            return "trace=True reads every node's output between launches"
+        support = getattr(self.dev, "graph_support", None)
+        reason = support() if support else f"{type(self.dev).__name__} has no stream capture"
+        if reason or plan.refusal:
+            return reason or plan.refusal
+        if plan.nbytes > PLAN_BYTES:
+            return (f"{plan.nbytes >> 20} MiB of buffers at batch {plan.batch}, over the "
+                    f"{PLAN_BYTES >> 20} MiB that plans are kept within: a batch this large "
+                    "gains little from a graph")
+        if plan.graph is None and not plan.runs:
+            # kernels and CuPy's copy kernel load outside any capture (PyTorch's rule too)
+            return "first run at this batch size: plain launches, captured at the next"
+        return None
+
+    def _capture(self, plan):
+        """plan.graph, or plan.refusal if this CuPy/driver refuses the capture."""
+        try:
+            plan.graph = self.dev.capture(lambda: self._issue(plan, False))
+        except Exception as e:  # the capture's work never ran: run it plainly instead
+            plan.refusal = f"capture failed ({type(e).__name__}: {e})"
+            warnings.warn(f"synapse: CUDA graph capture at batch {plan.batch} failed; this batch "
+                          f"size runs plain launches: {plan.refusal}", RuntimeWarning, stacklevel=4)
+
+    def _issue(self, plan, trace):
+        """Every node's launches on the stream; with trace, each node's output read back."""
+        dev, steps = self.dev, [] if trace else None
+        for node, todo in zip(self.traversal.order, plan.steps):
+            for kind, *step in todo:
+                if kind == "copy":
+                    dev.copy(*step)
+                else:
+                    dev.launch(*step)
+            if trace:  # the slot may be reused later: read it now, in stream order
+                steps.append((node.name, node.outputs[0], dev.read(plan.views[node.outputs[0]])))
+        return steps
+
+    def _traverse(self, plan, trace):
+        reason = self._graph_refusal(plan, trace)
+        if reason is None and plan.graph is None:
+            self._capture(plan)
+            reason = plan.refusal
+        plan.runs += 1
+        note = reason or f"CUDA graph of {plan.launches} launches, replayed"
+        if self.verbose and self.graph_notes.get(plan.batch) != note:
+            print(f"synapse: batch {plan.batch}: {note}")
+        self.graph_notes[plan.batch] = note
+        if reason is not None:
+            return self._issue(plan, trace)
+        self.dev.replay(plan.graph)
+        return None
 
     def run(self, feeds, trace=False, device_outputs=False):
         """feeds: {input name: int8 array (batch, ...)} -> ({output name: int8}, trace).
@@ -133,23 +243,17 @@ class CudaExecutable:
                 dev.write(plan.views[t.name], np.ascontiguousarray(a, dtype=np.int8))
             else:
                 dev.copy(plan.views[t.name], a)
-        steps = [] if trace else None
-        for node, todo in zip(self.traversal.order, plan.steps):
-            for kind, *step in todo:
-                if kind == "copy":
-                    dev.copy(*step)
-                else:
-                    dev.launch(*step)
-            if trace:  # the slot may be reused later: read it now, in stream order
-                steps.append((node.name, node.outputs[0], dev.read(plan.views[node.outputs[0]])))
+        steps = self._traverse(plan, trace)
         fetch = dev.clone if device_outputs else dev.read
         outputs = {t.name: fetch(plan.views[t.name]) for t in self.graph.outputs}
         dev.synchronize()
         return outputs, steps
 
 
-def prepare(graph, traversal, verbose=None, device_id=None, variant=None):
+def prepare(graph, traversal, verbose=None, device_id=None, variant=None, cuda_graphs=None):
     """Upload the parameters and load the kernels of a planned graph on GPU device_id
     (None: CuPy's current device). variant forces conv/dense kernel variants
-    (cuda_variants.py; None: SYNAPSE_CUDA_VARIANT, the variant table, else v1)."""
-    return CudaExecutable(graph, traversal, verbose=verbose, device_id=device_id, variant=variant)
+    (cuda_variants.py; None: SYNAPSE_CUDA_VARIANT, the variant table, else v1);
+    cuda_graphs: replay each batch size's launches as a CUDA graph (graphs_switch)."""
+    return CudaExecutable(graph, traversal, verbose=verbose, device_id=device_id, variant=variant,
+                          cuda_graphs=cuda_graphs)

@@ -1,7 +1,8 @@
 """CUDA backend, the device: CuPy, memory, one stream, launches.
 
 CupyDevice is the interface CudaExecutable drives (kernel, empty, upload, launch,
-copy, write, read, synchronize); every call that touches the GPU goes through it,
+copy, write, read, synchronize; capture and replay for CUDA graphs, where
+graph_support() says None); every call that touches the GPU goes through it,
 in order on its one stream. Tests run the same class on the emulated device
 (tests/emucuda: a `cupy` stand-in), and other code may hand it device arrays of
 its own (upload/read/empty are the seam). CuPy is imported lazily.
@@ -18,6 +19,7 @@ from ..errors import DeviceError
 from .cuda_source import NVRTC_OPTIONS, kernel_signatures, kernel_source
 
 BLOCK = 256  # threads per block; one thread per output element
+MAX_GRID_X = 2**31 - 1  # cuLaunchKernel's limit on gridDim.x (every architecture since sm_30)
 INSTALL_HINT = ("install CuPy for your CUDA version: pip install 'synapse-gpu[cuda12]' "
                 "(CUDA 12.x) or 'synapse-gpu[cuda13]' (CUDA 13.x)")
 
@@ -128,8 +130,13 @@ class CupyDevice:
     def launch(self, fn, n, args):
         if n == 0:  # an empty tensor: the driver rejects a zero-size grid
             return
+        grid = grid_for(n)
+        if grid > MAX_GRID_X:  # the driver's answer would be a bare CUDA_ERROR_INVALID_VALUE
+            raise DeviceError(f"kernel {getattr(fn, 'name', fn)}: {n} outputs need {grid} blocks "
+                              f"of {BLOCK} threads, over the driver's grid limit of {MAX_GRID_X}; "
+                              "run a smaller batch")
         with self.device, self.stream:
-            fn((grid_for(n),), (BLOCK,), args)
+            fn((grid,), (BLOCK,), args)
 
     def copy(self, dst, src):
         with self.device, self.stream:
@@ -143,6 +150,33 @@ class CupyDevice:
 
     def synchronize(self):
         self.stream.synchronize()
+
+    # CUDA graphs: the launches of issue() recorded once, then replayed by one call.
+
+    def graph_support(self):
+        """None if this CuPy can capture the stream into a CUDA graph, else why not."""
+        if not (hasattr(self.cp.cuda, "Graph") and hasattr(self.stream, "begin_capture")):
+            return f"CuPy {self.cp.__version__} has no stream capture (CuPy 10 or later has)"
+        if getattr(self.cp.cuda.runtime, "is_hip", False):
+            return "CuPy on ROCm: stream capture is CUDA only"
+        return None
+
+    def capture(self, issue):
+        """A cupy.cuda.Graph of the work issue() puts on the stream (recorded, not run)."""
+        with self.device, self.stream:
+            self.stream.begin_capture()
+            try:
+                issue()
+            except BaseException:
+                with contextlib.suppress(Exception):  # an invalidated capture: raise issue()'s error
+                    self.stream.end_capture()
+                raise
+            return self.stream.end_capture()
+
+    def replay(self, graph):
+        """The captured work, in stream order: it reads the buffers as they are now."""
+        with self.device:
+            graph.launch(stream=self.stream)
 
     # Arrays the caller holds on the GPU (synapse_gpu/arrays.py: onnxruntime-style device
     # feeds, device outputs, IO binding to raw pointers).

@@ -4,7 +4,8 @@ install() puts it in sys.modules as `cupy` (and `cupy.cuda`), so
 synapse_gpu.backends runs unchanged: RawModule / get_function / kernel calls,
 Device, Stream (current-stream context managers, non_blocking), ndarray views
 (1-D slices, reshape), empty / zeros / asarray, get / set / `a[...] = b` in
-stream order, runtime device queries, and CuPy's exception types. Anything else
+stream order, stream capture into a cupy.cuda.Graph (begin_capture, end_capture,
+is_capturing, Graph.launch), runtime device queries, and CuPy's exception types. Anything else
 raises AttributeError: a new use must be added here on purpose.
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ class ndarray:
     def __init__(self, shape, dtype, _alloc=None, _offset=0):
         self.shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
         self.dtype = np.dtype(dtype)
+        if _alloc is None and _DEV.capturing():
+            raise emu.CUDADriverError("emucuda: a device allocation during stream capture (a "
+                                      "graph replay would write into memory reused since)")
         self._emucuda_allocation = _alloc or emu.Allocation(self.nbytes)
         self._offset = _offset
 
@@ -87,6 +91,7 @@ class ndarray:
             _DEV.enqueue(_DEV.current, "fill", lambda: self._host().__setitem__(..., v))
 
     def set(self, arr, stream=None):
+        _refuse_pageable(stream)
         a = np.array(arr, copy=True)  # pageable host memory is staged at the call
         if a.shape != self.shape or a.dtype != self.dtype:
             raise ValueError(f"set of {a.shape} {a.dtype} into {self.shape} {self.dtype}")
@@ -94,6 +99,7 @@ class ndarray:
                      lambda: self._host().__setitem__(..., a))
 
     def get(self, stream=None):
+        _refuse_pageable(stream)
         s = _queue(stream)
         out = np.empty(self.shape, self.dtype)
         _DEV.enqueue(s, "device to host", lambda: out.__setitem__(..., self._host()))
@@ -107,6 +113,13 @@ class ndarray:
 def _queue(stream):
     """The emulated stream behind a Stream argument (None: the current stream)."""
     return _DEV.current if stream is None else stream._s
+
+
+def _refuse_pageable(stream):
+    """A copy to or from pageable host memory cannot be captured into a graph."""
+    s = _queue(stream)
+    if s.captured is not None:
+        s.refuse(emu.CAPTURE_UNSUPPORTED)
 
 
 def empty(shape, dtype=np.float64):
@@ -137,6 +150,8 @@ def asnumpy(a, stream=None):
 class RawKernel:
     def __init__(self, code=None, name=None, options=(), *, _kernel=None):
         self._kernel = _kernel or RawModule(code=code, options=options).get_function(name)._kernel
+
+    name = property(lambda self: self._kernel.name)
 
     def __call__(self, grid, block, args, *, shared_mem=0):
         _DEV.launch(self._kernel, grid, block, tuple(args), shared_mem, _DEV.current, keep=args)
@@ -184,6 +199,25 @@ class Stream:
     def ptr(self):
         return 0 if self._s is _DEV.null else id(self._s)
 
+    def begin_capture(self, mode=None):
+        self._s.begin_capture()  # mode: CuPy's default, relaxed, is what is emulated
+
+    def end_capture(self):
+        return Graph(self._s.end_capture())
+
+    def is_capturing(self):
+        return self._s.captured is not None
+
+
+class Graph:
+    """cupy.cuda.Graph: what a stream capture recorded, launched on any stream."""
+
+    def __init__(self, graph):
+        self._graph = graph
+
+    def launch(self, stream=None):
+        self._graph.launch(_queue(stream))
+
 
 class Device:
     def __init__(self, device=None):
@@ -227,7 +261,7 @@ def _module():
     driver = types.SimpleNamespace(CUDADriverError=emu.CUDADriverError)
     compiler = types.SimpleNamespace(CompileException=CompileException)
     cuda.__dict__.update(runtime=runtime, driver=driver, compiler=compiler, Stream=Stream,
-                         Device=Device, get_current_stream=_get_current_stream)
+                         Device=Device, Graph=Graph, get_current_stream=_get_current_stream)
     Stream.null = Stream(null=True)
     cp.__dict__.update(
         __version__="emucuda", cuda=cuda, ndarray=ndarray, RawKernel=RawKernel, RawModule=RawModule,

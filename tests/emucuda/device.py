@@ -16,6 +16,14 @@
   (a synchronize, a copy back to the host), in the order CUDA guarantees: a
   non-blocking stream is never ordered against the legacy default stream, so
   work issued on the wrong stream is not there when the right one is read.
+- Stream capture (CUDA graphs): a capturing stream records its work instead of
+  queueing it; Graph.launch queues the recorded work again, which reads the
+  memory as it is then (no snapshot). What CUDA refuses during capture raises
+  cudaErrorStreamCaptureUnsupported (a synchronize, a copy to or from pageable
+  host memory) or cudaErrorStreamCaptureImplicit (the legacy stream waiting on a
+  capturing one) and invalidates the capture; allocating during capture raises
+  too (legal in CuPy's relaxed mode, but a graph replay would write into memory
+  the pool has handed out again since).
 
 $EMUCUDA_SANITIZE=address,undefined builds runtime and kernels with those
 sanitizers (the process then needs the ASan runtime preloaded).
@@ -278,14 +286,58 @@ def _libc():
 
 # ---------------------------------------------------------------- streams
 
+CAPTURE_UNSUPPORTED = "cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing"
+CAPTURE_IMPLICIT = ("cudaErrorStreamCaptureImplicit: operation would make the legacy stream "
+                    "depend on a capturing blocking stream")
+CAPTURE_INVALIDATED = ("cudaErrorStreamCaptureInvalidated: operation failed due to a previous "
+                       "error during capture")
+ILLEGAL_STATE = "cudaErrorIllegalState: the operation cannot be performed in the present state"
+
+
 class Stream:
     def __init__(self, device, non_blocking=False, legacy=False):
         self.device, self.non_blocking, self.legacy = device, non_blocking, legacy
         self.queue = deque()  # (sequence number, what, callable)
+        self.captured = None  # while capturing: the recorded [(what, callable)]
+        self.invalidated = False  # a refused operation during this capture
         device.streams.add(self)
 
     def synchronize(self):
         self.device.flush(self)
+
+    # ------------------------------------------------------------ capture
+
+    def refuse(self, message):
+        """Raise the driver's capture error; like CUDA, it invalidates the capture."""
+        self.invalidated = True
+        raise CUDADriverError(message)
+
+    def begin_capture(self):
+        if self.legacy:
+            raise RuntimeError("cannot capture on the default (legacy) stream")  # CuPy's check
+        if self.captured is not None:
+            raise CUDADriverError(ILLEGAL_STATE + " (the stream is capturing already)")
+        self.captured, self.invalidated = [], False
+
+    def end_capture(self):
+        if self.captured is None:
+            raise CUDADriverError(ILLEGAL_STATE + " (the stream is not capturing)")
+        nodes, self.captured = self.captured, None
+        if self.invalidated:
+            raise CUDADriverError(CAPTURE_INVALIDATED)
+        return Graph(nodes)
+
+
+class Graph:
+    """Recorded stream work; each launch queues it again on a stream, in order."""
+
+    def __init__(self, nodes):
+        self.nodes = tuple(nodes)
+
+    def launch(self, stream):
+        for what, fn in self.nodes:
+            stream.device.enqueue(stream, what, fn)
+        stream.device.graph_launches += 1
 
 
 class Device:
@@ -298,9 +350,20 @@ class Device:
         self.current = self.null
         self._seq = itertools.count()
         self.launches = deque(maxlen=100_000)  # (kernel, grid, block) as issued, for tests
+        self.graph_launches = 0  # Graph.launch calls, for tests
 
     def enqueue(self, stream, what, fn):
-        stream.queue.append((next(self._seq), what, fn))
+        if stream.legacy:  # the legacy stream waits on every blocking stream
+            for s in self.capturing():
+                if not s.non_blocking:
+                    s.refuse(CAPTURE_IMPLICIT)
+        if stream.captured is not None:
+            stream.captured.append((what, fn))
+        else:
+            stream.queue.append((next(self._seq), what, fn))
+
+    def capturing(self):
+        return [s for s in list(self.streams) if s.captured is not None]
 
     def _implicitly_ordered(self, stream):
         """The streams whose earlier work this stream's work waits for (legacy default stream)."""
@@ -310,6 +373,8 @@ class Device:
 
     def flush(self, stream, upto=None):
         """Run the stream's queued work (entries numbered below ``upto``), in order."""
+        if stream.captured is not None:  # waiting on a capturing stream: nothing to wait for
+            stream.refuse(CAPTURE_UNSUPPORTED if upto is None else CAPTURE_IMPLICIT)
         while stream.queue and (upto is None or stream.queue[0][0] < upto):
             seq, what, fn = stream.queue[0]
             for other in self._implicitly_ordered(stream):
@@ -322,10 +387,20 @@ class Device:
                 raise
 
     def synchronize(self):
+        for s in self.capturing():  # cudaDeviceSynchronize would wait on the capture
+            s.refuse(CAPTURE_UNSUPPORTED)
         for s in list(self.streams):
             self.flush(s)
 
     def launch(self, kernel, grid, block, args, shared_mem, stream, keep=()):
+        try:
+            self._launch(kernel, grid, block, args, shared_mem, stream, keep)
+        except Exception:
+            if stream.captured is not None:  # a failed call invalidates the capture
+                stream.invalidated = True
+            raise
+
+    def _launch(self, kernel, grid, block, args, shared_mem, stream, keep):
         grid, block = _dims(grid), _dims(block)
         if (any(g < 1 or g > m for g, m in zip(grid, MAX_GRID))
                 or any(b < 1 or b > m for b, m in zip(block, MAX_BLOCK))
