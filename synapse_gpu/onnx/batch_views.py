@@ -63,6 +63,14 @@ def _what(view):
     return f"a tensor whose batch is axis {view.pos} (node {view.by} moves the batch axis)"
 
 
+_ORT_HINT = ("this Reshape was made by onnxruntime's optimizer in quant_pre_process: run it "
+             "with skip_optimization=True, then quantize again")
+
+
+def _hint(view, hint):
+    return _ORT_HINT if "'gemm_input_reshape" in view.by else hint
+
+
 def _by(node):
     return f"{label(node)!r} (op {node.op_type})"
 
@@ -94,13 +102,14 @@ class BatchViews:
             self._fail(node, f"reads {_what(view)}; only row-wise ops (QuantizeLinear, "
                              "DequantizeLinear, Relu, Clip, LUT activations, Gemm/MatMul with "
                              "constant weights) may run before a Reshape or Transpose restores "
-                             "the batch as axis 0", exc=UnsupportedOpError)
+                             "the batch as axis 0", _hint(view, None), UnsupportedOpError)
         self._check_row_op(node, op, view)
         outs = self._dispatch(node)
         for o in node.output:
             if o in {g.name for g in self.g.output}:
                 self._fail(node, f"graph output {o!r} would be {_what(view)}",
-                           "end the model with the batch as axis 0", UnsupportedOpError)
+                           _hint(view, "end the model with the batch as axis 0"),
+                           UnsupportedOpError)
             if o:
                 self.views[o] = view
         return outs
@@ -194,13 +203,15 @@ class BatchViews:
         by_ort = label(node).startswith(("gemm_input_reshape", "gemm_output_reshape"))
         self._fail(node, f"target shape {[first, *rest]} does not keep axis 0 as the batch "
                          f"({why})",
-                   "this Reshape was made by onnxruntime's optimizer in quant_pre_process: "
-                   "run it with skip_optimization=True, then quantize again" if by_ort else
+                   _ORT_HINT if by_ort else
                    "Synapse runs any batch size: reshape per sample, e.g. [0, -1] or [-1, ...]",
                    UnsupportedOpError)
 
     def _Transpose(self, node, v=None):
         src = self.views.get(node.input[0])
+        if isinstance(src, Rows):
+            self._fail(node, f"transposes {_what(src)}",
+                       "reshape the rows back to (N, ...) first", UnsupportedOpError)
         w, t = self._tensor_in(node, v)
         rank = len(self.b.shapes[t])
         perm = [int(p) for p in self._attrs(node).get("perm", range(rank - 1, -1, -1))]
@@ -209,9 +220,6 @@ class BatchViews:
                        exc=ModelFormatError)
         if src is None and perm[0] == 0:
             return super()._Transpose(node, v)
-        if isinstance(src, Rows):
-            self._fail(node, f"transposes {_what(src)}",
-                       "reshape the rows back to (N, ...) first", UnsupportedOpError)
         s = self._synapse_axes(perm, src)
         self._keep(node, Moved(s.index(0), _by(node)) if s.index(0) else None, v is not None)
         order = [0] + [a for a in s if a]

@@ -355,7 +355,7 @@ class QDQOps:
                 full[axis] not in (1, shape[axis]) or not np.isfinite(c).all():
             self._fail(node, f"a constant operand of shape {list(c.shape)} on a tensor of shape "
                              f"{list(shape)}: only a scalar or one finite value per channel "
-                             "(axis 1) has an integer form",
+                             "(axis 1, or the last axis) has an integer form",
                        "fold the constant into the neighbouring Conv/Gemm weights before "
                        "quantizing (onnxruntime's quant_pre_process folds BatchNormalization), "
                        "or reshape it to (C, 1, ...)", UnsupportedOpError)
