@@ -15,6 +15,9 @@
    onnxruntime's CUDAExecutionProvider on the same file. Before timing, the GPU's
    int8 logits must equal Synapse's CPU backend bit for bit on two images, alone
    and inside the largest batch. Medians of alternating blocks (timing.py).
+   Batch-1 latency with and without CUDA graph replay (backends/cuda.py): int8
+   feeds through two executables, plain launches against the captured graph, both
+   bit-exact with the CPU backend on every checked run before they are timed.
 3. bench/results/gpu_<device>.md and .json: device, driver, CUDA runtime, versions,
    every figure, and the % of the device's int8 dense tensor-core peak.
 
@@ -24,10 +27,12 @@
 --dry-run runs every code path on this machine: the CUDA backend on the host
 device of tests/cuda_host (the same kernels compiled with g++), CPU clocks, GEMM
 64^3, the bundled digits QDQ ONNX file in place of ResNet-50, torch._int_mm on the
-CPU and onnxruntime's CPU provider as the stand-ins. Its figures are not GPU figures.
+CPU and onnxruntime's CPU provider as the stand-ins; the CUDA graph rows run on the
+emulated device (tests/emucuda), which captures. Its figures are not GPU figures.
 Exit status 1 when a bit-exactness check fails or a part raised (results still written).
 """
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -159,6 +164,11 @@ class Gpu:
 
         return self.cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
 
+    @contextlib.contextmanager
+    def capture_device(self):
+        """A maker of backend devices that can capture CUDA graphs."""
+        yield cuda.CupyDevice
+
 
 class DryRun:
     """--dry-run: the CUDA backend on tests/cuda_host's host device, CPU clocks."""
@@ -187,6 +197,14 @@ class DryRun:
 
     def torch_stream(self):
         return None
+
+    @contextlib.contextmanager
+    def capture_device(self):
+        """The emulated device (the host device has no stream capture)."""
+        from emucuda import cupy_standin
+
+        with cupy_standin.installed():
+            yield cuda.CupyDevice
 
 
 class LaunchTimer:
@@ -422,9 +440,40 @@ def bench_model(plat, name, path, images, batches, rounds, reps):
               + ("" if peer is None else f", onnxruntime {row['ort_img_s']:.1f} img/s"), flush=True)
         res["batches"].append(row)
     res["timing"] = f"median of {rounds} alternating blocks x {reps} runs, wall clock"
+    print("batch-1 latency, plain launches vs CUDA graph replay:", flush=True)
+    res["cuda_graphs"] = bench_graphs(plat, graph, trav, feeds(images[:1]), rounds, reps)
     print(f"kernel variants at batch {len(big)}:", flush=True)
     res["kernel_variants"] = bench_variants(plat, graph, trav, feeds(big), {spec_out.name: ours_big},
                                             {spec_out.name: want}, reps)
+    return res
+
+
+def bench_graphs(plat, graph, trav, feeds, rounds, reps):
+    """exe.run on int8 feeds (staging, traversal, output read): plain launches against
+    the replay of the captured CUDA graph, each checked against the CPU backend on its
+    warm-up, capture and first replay runs; a run that differs is never timed."""
+    want = cpu.prepare(graph, trav).run(feeds)[0]
+    batch = int(next(iter(feeds.values())).shape[0])
+    with plat.capture_device() as make:
+        exes = {on: cuda.CudaExecutable(graph, trav, dev=make(), cuda_graphs=on)
+                for on in (False, True)}
+        exact = True
+        for _ in range(3):  # warm-up, capture + replay, replay
+            for exe in exes.values():
+                out = exe.run(feeds)[0]
+                exact &= all(np.array_equal(out[k], a) for k, a in want.items())
+        res = {"batch": batch, "bit_exact_vs_cpu": exact, "launches": exes[True]._plan.launches,
+               "graph": exes[True].graph_notes[batch]}
+        print(f"  {res['graph']}; both == CPU bit for bit: {'yes' if exact else 'NO, not timed'}",
+              flush=True)
+        if exact:
+            (plain, _), (replay, _) = median_times([(lambda e=e: e.run(feeds), 0)
+                                                    for e in exes.values()],
+                                                   warmup=2, rounds=rounds, reps=reps)
+            res.update(plain_ms=plain * 1e3, graph_ms=replay * 1e3, speedup=plain / replay,
+                       timing=f"median of {rounds} alternating blocks x {reps} runs, wall clock")
+            print(f"  plain {res['plain_ms']:.3f} ms, graph {res['graph_ms']:.3f} ms "
+                  f"({res['speedup']:.2f}x)", flush=True)
     return res
 
 
@@ -530,6 +579,18 @@ def markdown(r):
                          f"{o['top1_agree']:.0%}")
         else:
             lines.append(f"\nonnxruntime: not available: {o['reason']}")
+    cg = m.get("cuda_graphs")
+    if cg:
+        where = "the emulated device (dry run)" if r["dry_run"] else d["name"]
+        lines += ["", f"## Batch-{cg['batch']} latency: CUDA graph replay ({m['name']})", "",
+                  f"exe.run on int8 feeds, {cg['launches']} launches per run, on {where}; both "
+                  f"== the CPU backend bit for bit: {yes[cg['bit_exact_vs_cpu']]}. Graph "
+                  f"executable: {cg['graph']}.", "",
+                  "| launches | exe.run ms | plain / graph |", "|---|---|---|"]
+        if "plain_ms" in cg:
+            lines += [f"| plain (one per node) | {cg['plain_ms']:.3f} | 1.00 |",
+                      f"| CUDA graph replay | {cg['graph_ms']:.3f} | {cg['speedup']:.2f} |",
+                      f"\n{cg['timing']}."]
     kv = m.get("kernel_variants")
     if kv:
         lines += ["", f"## Kernel variants ({m['name']}, batch {kv['table']['batch']})", "",
@@ -594,6 +655,7 @@ def main():
     checks = [s["bit_exact"] for s in r.get("gemm", {}).get("synapse", [])]
     checks += [r["gemm"]["torch_int_mm"].get("exact", True)] if "gemm" in r else []
     checks += [r["model"]["bit_exact_vs_cpu"]] if "model" in r else []
+    checks += [r["model"]["cuda_graphs"]["bit_exact_vs_cpu"]] if "cuda_graphs" in r.get("model", {}) else []
     checks += [v["bit_exact"] for v in r.get("model", {}).get("kernel_variants", {})
                .get("variants", [])]
     slug = re.sub(r"[^a-z0-9]+", "-", plat.name.lower()).strip("-")

@@ -56,6 +56,10 @@ def test_dry_run_writes_checked_results(tmp_path):
     assert "## int8 GEMM 64x64x64" in md
     assert "| Synapse dense_v1, w (N, K), trans_w=1 | yes |" in md
     assert "| 8 | " in md and "identical int8 logits" in md
+    cg = m["cuda_graphs"]  # batch-1 latency: the emulated device captures and replays
+    assert cg["batch"] == 1 and cg["bit_exact_vs_cpu"] and cg["graph"].startswith("CUDA graph of")
+    assert cg["plain_ms"] > 0 and cg["graph_ms"] > 0 and cg["launches"] >= m["nodes"]
+    assert "## Batch-1 latency: CUDA graph replay" in md and "| CUDA graph replay | " in md
     kv = m["kernel_variants"]
     assert [v["variant"] for v in kv["variants"]] == ["v1", "v2", "v3", "v4"]
     assert all(v["bit_exact"] and v["kernel_ms"] > 0 for v in kv["variants"])

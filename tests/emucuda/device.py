@@ -373,8 +373,8 @@ class Device:
 
     def flush(self, stream, upto=None):
         """Run the stream's queued work (entries numbered below ``upto``), in order."""
-        if stream.captured is not None:  # waiting on a capturing stream: nothing to wait for
-            stream.refuse(CAPTURE_UNSUPPORTED if upto is None else CAPTURE_IMPLICIT)
+        if stream.captured is not None and upto is None:  # a wait on a capture: never done
+            stream.refuse(CAPTURE_UNSUPPORTED)
         while stream.queue and (upto is None or stream.queue[0][0] < upto):
             seq, what, fn = stream.queue[0]
             for other in self._implicitly_ordered(stream):
