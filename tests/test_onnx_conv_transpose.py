@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from synapse_gpu import InferenceSession
-from synapse_gpu.errors import UnsupportedOpError
+from synapse_gpu.errors import SynapseError, UnsupportedOpError
 from synapse_gpu.onnx.importer import import_onnx
 from synapse_gpu.reference.requant import quantize_multiplier, requant
 
@@ -121,3 +121,39 @@ def test_output_shape_is_refused_with_advice():
                  dict(strides=[2, 2], output_shape=[6, 6]), (0.05, 0, 0.05, 0))
     with pytest.raises(UnsupportedOpError, match=r"\(op ConvTranspose\).*output_padding"):
         import_onnx(m)
+
+
+@pytest.mark.parametrize("then_conv", [False, True])
+def test_quantize_static_qoperator_file_is_refused_with_advice(tmp_path, then_conv):
+    # quantize_static (QOperator) leaves ConvTranspose float: its output unquantized when it
+    # ends the model, its weight float when a quantized op follows; both errors say use QDQ
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    rng = rng_for(9)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["h", "w2"], ["t" if then_conv else "y"],
+                              strides=[2, 2])]
+    inits = {"w1": rng.normal(0, .3, (4, 3, 3, 3)), "w2": rng.normal(0, .3, (4, 5, 2, 2))}
+    if then_conv:
+        nodes.append(helper.make_node("Conv", ["t", "w3"], ["y"]))
+        inits["w3"] = rng.normal(0, .3, (2, 5, 1, 1))
+    g = helper.make_graph(nodes, "ct", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                        [1, 3, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v.astype(F32), k) for k, v in inits.items()])
+    src, out = str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx")
+    with open(src, "wb") as f:
+        f.write(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)],
+                                  ir_version=9).SerializeToString())
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": rng.normal(0, 1, (1, 3, 6, 6)).astype(F32)} for _ in range(2)])
+
+        def get_next(self):
+            return next(self.it, None)
+    quantize_static(src, out, Reader(), quant_format=QuantFormat.QOperator,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    with pytest.raises(SynapseError, match=r"\(op ConvTranspose\).*QOperator format leaves "
+                                           r"ConvTranspose in float.*QuantFormat.QDQ"):
+        import_onnx(out)

@@ -16,11 +16,17 @@ from __future__ import annotations
 import numpy as np
 
 from .. import build
-from ..errors import ModelFormatError, ShapeError, UnsupportedOpError
+from ..errors import DtypeError, ModelFormatError, ShapeError, UnsupportedOpError
 from .checks import label
-from .values import Pending, QConst
+from .values import Const, Pending, QConst
 
 f32 = np.float32
+# quantize_static's QOperator format leaves ConvTranspose float (it is not in
+# onnxruntime.quantization's QLinearOpsRegistry) and onnxruntime's CPU provider has no
+# com.microsoft QLinearConvTranspose: the QDQ form is the one both run.
+QOPERATOR_HINT = ("quantize_static's QOperator format leaves ConvTranspose in float (onnxruntime "
+                  "has no QLinearConvTranspose on CPU): quantize with QuantFormat.QDQ, whose "
+                  "DequantizeLinear -> ConvTranspose -> QuantizeLinear Synapse imports")
 
 
 class ConvTransposeOps:
@@ -28,6 +34,8 @@ class ConvTransposeOps:
         x = self._deq(node, 0)
         w = self._in(node, 1)
         a = self._attrs(node)
+        if isinstance(w, Const) and w.value.dtype.kind == "f":
+            self._fail(node, "its weight is a float constant", QOPERATOR_HINT, DtypeError)
         if not isinstance(w, QConst) or w.q.ndim < 3:
             self._weights(node, w, 0, 0)  # raises the weight error of Conv
             self._fail(node, "a 1-D, 2-D or 3-D weight is required", exc=ModelFormatError)

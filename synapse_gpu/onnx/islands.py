@@ -42,6 +42,7 @@ from onnx import helper, numpy_helper
 from ..errors import OnnxImportError, UnsupportedOpError
 from . import checks
 from .checks import label
+from .conv_transpose import QOPERATOR_HINT
 from .movement import MOVE_OPS
 
 CONST, INT, DEQ, FLOAT, FLOAT_IN, ACC = "const", "int", "deq", "float", "float input", "acc"
@@ -200,8 +201,9 @@ class _Pass:
             raise OnnxImportError(
                 f"node {label(producer)!r} (op {producer.op_type}): its float output {t!r} has no "
                 "quantization: no QuantizeLinear reads it and its inputs' ranges do not give "
-                "one; hint: quantize this op too (quantize_static's op_types_to_quantize, or a "
-                "QuantizeLinear -> DequantizeLinear pair on its output)")
+                "one; hint: " + (QOPERATOR_HINT if producer.op_type == "ConvTranspose" else
+                                 "quantize this op too (quantize_static's op_types_to_quantize, "
+                                 "or a QuantizeLinear -> DequantizeLinear pair on its output)"))
         lo, hi = min(rng[0], 0.0), max(rng[1], 0.0)
         s = np.float32((hi - lo) / 255) if hi > lo else np.float32(1)
         z = int(np.clip(np.rint(-128 - lo / s), -128, 127))
@@ -368,4 +370,6 @@ def unsupported_hint(node):
     if node.op_type in ORT_FUSED:
         return ("this op is created by onnxruntime's graph optimizer (quant_pre_process fuses "
                 "it): run quant_pre_process with skip_optimization=True, then quantize again")
+    if node.op_type == "QLinearConvTranspose":
+        return QOPERATOR_HINT
     return "docs/onnx_import.md lists the supported ops"
