@@ -367,13 +367,13 @@ class QDQOps:
         relu, after = self._relu_or_clip(yz, qmin, qmax, node)
         C = len(gain)
         perm = [0, axis, *range(1, axis), *range(axis + 1, len(self.b.shapes[x]))]
+        name = label(node) if axis == 1 else f"{label(node)}.channels_first"  # ONNX's: the last
         if axis != 1:
-            x = build.transpose(self.b, x, perm, name=f"{label(node)}.channels_first")
+            x = build.transpose(self.b, x, perm, name=f"{name}.in")
         y = after(build.batchnorm(self.b, x, gain, offset, np.zeros(C), np.ones(C), 0.0,
-                                  y_scale=ys, y_zero_point=yz, relu=relu, name=label(node)))
+                                  y_scale=ys, y_zero_point=yz, relu=relu, name=name))
         back = [int(i) for i in np.argsort(perm)]
-        return y if axis == 1 else build.transpose(self.b, y, back,
-                                                   name=f"{label(node)}.channels_last")
+        return y if axis == 1 else build.transpose(self.b, y, back, name=label(node))
 
     def _Mul(self, node):
         vs = [self._in(node, i) for i in range(2)]
