@@ -43,7 +43,7 @@ def cmd_run(args):
 
         return cli_run(args)
     from .digest import run_digest
-    from .session import InferenceSession
+    from .session import InferenceSession, _token_feed
 
     sess = InferenceSession(args.model, device=args.device, strict=not args.no_strict,
                             verbose=args.verbose, max_cost=args.max_cost)
@@ -51,6 +51,9 @@ def cmd_run(args):
         _check_output_dir(args.output)
     feeds = _load_inputs(args.input, sess)
     sess._quantized_feeds({k: v[:1] for k, v in feeds.items()})  # fail fast on names/shapes/dtypes
+    for t in sess.graph.inputs:  # every token id, so an error names its row in the file
+        if t.dtype == "int64":
+            _token_feed(feeds[t.name], t, sess._vocab[t.name])
     n = len(next(iter(feeds.values())))
     outs = {t.name: [] for t in sess.graph.outputs}
     q_in = {t.name: [] for t in sess.graph.inputs}

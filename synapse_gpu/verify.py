@@ -47,7 +47,13 @@ class CaseResult:
 
 
 def golden_inputs(graph, case, batch=BATCH):
-    return {t.name: generated_int8(f"{case}/input/{t.name}", (batch, *t.shape[1:]))
+    """int8 codes; token ids (an int64 input) from the same bytes: (code + 128) mod vocab."""
+    from .session import _token_vocab
+
+    vocab = _token_vocab(graph)
+    return {t.name: (generated_int8(f"{case}/input/{t.name}", (batch, *t.shape[1:-1]))
+                     .astype(np.int64) + 128) % vocab[t.name] if t.dtype == "int64" else
+            generated_int8(f"{case}/input/{t.name}", (batch, *t.shape[1:]))
             for t in graph.inputs}
 
 

@@ -285,6 +285,19 @@ def _lower_take(node, S, P):
         math.prod(S[y]), len(S[y])))]
 
 
+def _lower_embedding(node, S, P):
+    (x,), (y,) = node.inputs, node.outputs
+    vocab, dim = P["table"].shape
+    return [Launch("embedding_v1", math.prod(S[y]), (
+        Act(x), Param(node.params["table"], "int8"), Act(y), math.prod(S[y]), vocab, dim))]
+
+
+def _lower_constant(node, S, P):
+    (y,) = node.outputs
+    return [Launch("constant_v1", math.prod(S[y]), (
+        Param(node.params["value"], "int8"), Act(y), math.prod(S[y]), P["value"].size))]
+
+
 def _lower_lrn(node, S, P):
     a, (x,), (y,) = node.attrs, node.inputs, node.outputs
     xs = S[x]
@@ -352,6 +365,7 @@ LOWER = {
     "transpose": _lower_transpose, "concat": _lower_concat, "pad": _lower_pad,
     "take": _lower_take, "lrn": _lower_lrn, "layernorm": _lower_layernorm,
     "resize_linear": _lower_resize_linear,
+    "embedding": _lower_embedding, "constant": _lower_constant,
 }
 
 

@@ -154,7 +154,19 @@ CASES = [
     _unary("take", (3, 5, 4), lambda b, x: b.add_node(  # a strided slice, a reversal, a repeat
         "take", [x], attrs=dict(sizes=[2, 3, 6]), params=dict(indices=np.array(
             [0, 2, 4, 2, 0, 0, 0, 1, 1, 3, 3], np.int32)), out_quant=b.quant[x])),
+    _unary("embedding_positional", (2,), lambda b, x: _embedding_positional(b, x)),
 ]
+
+
+def _embedding_positional(b, x):
+    """Token ids (a second input, int64) -> embedding rows + a positional constant; x (int8)
+    gives the constant its batch."""
+    ids = b.add_input("ids", (-1, 6, 4), 1.0, 0, dtype="int64")
+    e = b.add_node("embedding", [ids], params=dict(table=_w("embedding", "table", 50, 8)),
+                   out_quant=(0.05, 3))
+    p = b.add_node("constant", [x], params=dict(value=_w("embedding", "position", 6, 8)),
+                   out_quant=(0.02, -9))
+    return build.add(b, e, p, y_scale=0.06, y_zero_point=-1)
 
 # Input quantizations: varied zero points, both ends of the range included.
 _INPUT_QUANT = [(0.02, 0), (0.015, -128), (0.03, 127), (0.01, -17)]

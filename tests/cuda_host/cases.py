@@ -57,8 +57,31 @@ def single(op, in_shapes, attrs=None, params=None, feed_range=(-128, 127)):
 
 def feeds_for(graph, rng, batch=BATCH):
     lo, hi = (int(v) for v in graph.metadata.get("feed_range", "-128,127").split(","))
-    return {t.name: rng.integers(lo, hi + 1, feed_shape(t.shape, batch)).astype(np.int8)
+    return {t.name: _token_ids(graph, t, rng, batch) if t.dtype == "int64" else
+            rng.integers(lo, hi + 1, feed_shape(t.shape, batch)).astype(np.int8)
             for t in graph.inputs}
+
+
+def _token_ids(graph, t, rng, batch):
+    """Packed token ids over the whole vocabulary of the tables that read them, both ends."""
+    from synapse_gpu.reference.embedding import pack_ids
+    from synapse_gpu.session import _token_vocab
+
+    vocab = _token_vocab(graph)[t.name]
+    ids = rng.integers(0, vocab, feed_shape(t.shape[:-1], batch))
+    ids.flat[0], ids.flat[-1] = 0, vocab - 1
+    return pack_ids(ids)
+
+
+def _embedding(seq, vocab, dim):
+    """embedding rows by token id (int64 input, carried as 4 bytes per id)."""
+    def make(rng, zx, zy):
+        b = GraphBuilder()
+        t = b.add_input("x0", (-1, *seq, 4), 1.0, 0, dtype="int64")
+        b.add_output(b.add_node("embedding", [t], params={"table": i8(rng, (vocab, dim))},
+                                out_quant=(1.0, zy)))
+        return b.build()
+    return make
 
 
 def traversal(graph):
@@ -367,6 +390,10 @@ def _all_ops():
         "lrn_1d_wide": _lrn((-1, 4, 5), 6, 0.2),
         "take_slice_steps": _take((-1, 4, 7, 5), [[1, 2, 3], [6, 4, 2, 0], [0, 1, 2, 3, 4]]),
         "take_repeat": _take((-1, 3, 4), [[2, 0, 2], [0, 0, 1, 1, 2, 2, 3, 3]]),
+        "embedding_tokens": _embedding((16,), 1000, 24),
+        "embedding_2d_ids": _embedding((3, 5), 300, 7),
+        "constant": lambda rng, zx, zy: single("constant", [(-1, 3)],
+                                               params={"value": i8(rng, (4, 5))}),
         "pad_reflect_wider_than_axis": _plain("pad", (-1, 2, 3, 1), pads=[0, 0, 5, 2, 0, 1, 4, 3],
                                               mode="reflect"),
     })
