@@ -4,6 +4,7 @@
     python bench/zoo.py --torchvision        # + torchvision architectures (needs torch,
                                              #   torchvision: a separate venv, not CI)
     python bench/zoo.py --models resnet50 squeezenet --images 2
+    python bench/zoo.py --extra              # + the EXTRA models (own inputs, e.g. tokens)
 
 Each model: seeded random weights, quant_pre_process, quantize_static per-channel QInt8 to
 QDQ and QOperator (synapse_gpu/examples/zoo.py; files cached in zoo.cache_dir()), then per
@@ -30,6 +31,11 @@ from synapse_gpu.onnx.importer import import_onnx  # noqa: E402
 TORCHVISION = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
                "regnet_y_400mf", "shufflenet_v2_x1_0", "squeezenet1_1", "googlenet",
                "mnasnet0_5", "convnext_tiny", "vit_b_16")
+
+
+# Models with their own inputs: name -> builder() returning ({format: path}, inputs), the
+# inputs one batch for the graph's first input. Other model families register here.
+EXTRA = {}
 
 
 def torchvision_paths(name, formats=zoo.FORMATS):
@@ -86,6 +92,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=list(zoo.LIGHT))
     ap.add_argument("--torchvision", action="store_true")
+    ap.add_argument("--extra", action="store_true", help="the EXTRA models too")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--formats-only", action="store_true",
                     help="only onnxruntime's QDQ vs QOperator agreement (no Synapse runs)")
@@ -93,22 +100,24 @@ def main():
     args = ap.parse_args()
     x = zoo.images(args.images, 7)
     rows, t0 = [], time.time()
-    jobs = [(m, zoo.quantized) for m in args.models if m in zoo.LIGHT]
+    jobs = [(m, lambda m: (zoo.quantized(m), x)) for m in args.models if m in zoo.LIGHT]
     if args.torchvision:
-        jobs += [(m, torchvision_paths) for m in args.models if m in TORCHVISION] or \
-            [(m, torchvision_paths) for m in TORCHVISION]
+        jobs += [(m, lambda m: (torchvision_paths(m), x)) for m in
+                 ([m for m in args.models if m in TORCHVISION] or TORCHVISION)]
+    jobs += [(m, lambda m: EXTRA[m]()) for m in EXTRA if args.extra or m in args.models]
     for name, make in jobs:
         try:
-            paths = make(name)
+            paths, inputs = make(name)
         except Exception as e:  # a model the exporter or the quantizer cannot handle
             rows.append([name, "-", f"not quantized: {type(e).__name__}: {str(e)[:80]}"] +
                         [""] * 4)
             continue
-        for fmt in () if args.formats_only else zoo.FORMATS:
-            rows.append(row(name, fmt, paths[fmt], x))
+        for fmt in () if args.formats_only else [f for f in zoo.FORMATS if f in paths]:
+            rows.append(row(name, fmt, paths[fmt], inputs))
             print(" | ".join(rows[-1]), flush=True)
-        rows.append(format_agreement(name, paths, x))
-        print(" | ".join(rows[-1]), flush=True)
+        if all(f in paths for f in zoo.FORMATS):
+            rows.append(format_agreement(name, paths, inputs))
+            print(" | ".join(rows[-1]), flush=True)
     import onnxruntime
     head = ["model", "format", "imports", "identical to onnxruntime", "max steps",
             "top-1 agreement", "time ratio (Synapse / ORT)"]
