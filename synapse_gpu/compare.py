@@ -191,7 +191,7 @@ def cpu_rerun(graph, traversal):
     """A rerun function for compare_steps: one node at a time on the CPU backend."""
     from .backends import cpu
 
-    fns = {n.name: fn for n, fn in cpu.prepare(graph, traversal).steps}
+    fns = cpu.node_functions(graph, traversal)
     return lambda step, inputs: fns[step.node](*inputs)
 
 

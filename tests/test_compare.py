@@ -89,7 +89,6 @@ def test_compare_flags_a_nodes_own_rule_after_a_divergence(feeds, monkeypatch):
     base = tiny_cnn()
     theirs = tracefile.record(InferenceSession(altered("res_conv"), device="cpu"), feeds,
                               keep_tensors=True)
-    prepare = cpu.prepare
 
     def off_by_one(fn):
         def run(*xs):
@@ -99,8 +98,8 @@ def test_compare_flags_a_nodes_own_rule_after_a_divergence(feeds, monkeypatch):
         return run
 
     def broken_prepare(graph, traversal, **kw):
-        exe = prepare(graph, traversal, **kw)
-        exe.steps = [(n, off_by_one(fn) if n.op == "max_pool" else fn) for n, fn in exe.steps]
+        exe = cpu.CpuExecutable(graph, traversal, **{**kw, "fuse": False})
+        exe.wrap(lambda n: n.op == "max_pool", off_by_one)
         return exe
 
     monkeypatch.setattr(cpu, "prepare", broken_prepare)

@@ -236,11 +236,10 @@ class FusedRun:
         return self._trace(*xs)
 
 
-def runs(order, lowerings):
+def runs(order, lowerings, fuse):
     """Index lists of the fused runs over `order` (lowerings[i] None: not lowerable).
-    A run needs one op that is not a shape op; `fusing()` off: each conv/dense alone."""
+    A run needs one op that is not a shape op; fuse=False: each conv/dense alone."""
     out, cur = [], []
-    fuse = fusing()
     for i, n in enumerate(order):
         if lowerings[i] is not None and (fuse or n.op in LAYERS):
             cur.append(i)
