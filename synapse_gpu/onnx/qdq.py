@@ -269,7 +269,12 @@ class QDQOps:
                               name=f"{label(node)}.partial{k}")
         return Pending(node, emit)
 
+    def _const_tensors(self, node, vs):
+        """Hook: constant operands that become activations (attention.py)."""
+        return vs
+
     def _add(self, node, vs):
+        vs = self._const_tensors(node, vs)
         if any(isinstance(v, (Const, QConst)) for v in vs) and \
                 any(isinstance(v, Deq) for v in vs):
             return self._const_operand(node, vs)
@@ -376,7 +381,7 @@ class QDQOps:
         return y if axis == 1 else build.transpose(self.b, y, back, name=label(node))
 
     def _Mul(self, node):
-        vs = [self._in(node, i) for i in range(2)]
+        vs = self._const_tensors(node, [self._in(node, i) for i in range(2)])
         if any(isinstance(v, (Const, QConst)) for v in vs) and \
                 any(isinstance(v, Deq) for v in vs):
             return self._const_operand(node, vs)
