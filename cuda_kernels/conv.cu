@@ -13,6 +13,11 @@
 //   v4  conv2d_v4, depthwise (group = C, one input channel per output): a 16 x 16
 //       output tile of one (sample, channel) plane per block, the input patch it
 //       reads staged once in shared memory (padding as z_x), taps as w - z_w.
+//   v5  conv_v5: v3 with cp.async double buffering (sm_80+): the weight rows,
+//       contiguous in memory, are copied into the other shared buffer while this
+//       step is multiplied (where K % 16 = 0; other rows go through registers as
+//       in v3), the im2col gather stays register-staged. v3 is kept next to it, so
+//       the benchmark shows what the asynchronous copy buys.
 //
 // Every variant gives the v1 bits (exact int32 sums, same requantization);
 // synapse_gpu/backends/cuda_variants.py chooses one per layer. Variants assume
@@ -112,45 +117,29 @@ extern "C" __global__ void conv3d_v1(
     SYN_FOR_EACH_OUTPUT(i, N * M * OD * OH * OW) y[i] = conv_output(a, i);
 }
 
-// ---------------------------------------------------------------- v2, v3
+// ---------------------------------------------------------------- v2, v3, v5
+// conv3d_v1's arguments, corr (synapse_igemm.cuh) in place of bias. One launch of
+// group * ceil(M / group / 64) * ceil(N OD OH OW / 64) blocks.
+#define SYN_CONV_GEMM_PARAMS                                                                    \
+    const i8* x, const i8* w, const i64* corr, const i64* multiplier, const i64* shift,         \
+    const int* w_zero_point, i8* y,                                                             \
+    i64 N, i64 C, i64 D, i64 H, i64 W, i64 M, i64 OD, i64 OH, i64 OW, i64 KD, i64 KH, i64 KW,   \
+    i64 stride_d, i64 stride_h, i64 stride_w, i64 pad_d, i64 pad_h, i64 pad_w,                  \
+    i64 dil_d, i64 dil_h, i64 dil_w, i64 group,                                                 \
+    i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax
+#define SYN_CONV_GEMM(variant)                                                                  \
+    const ConvGemm g = {x, w, C, D, H, W, M, OD, OH, OW, KD, KH, KW, stride_d, stride_h,        \
+                        stride_w, pad_d, pad_h, pad_w, dil_d, dil_h, dil_w, C / group,          \
+                        (i8)x_zero_point, (int)(M / group), (int)(C / group * KD * KH * KW),    \
+                        (int)(N * OD * OH * OW), 0};                                            \
+    const Epilogue e = {corr, multiplier, shift, w_zero_point, y_zero_point, qmin, qmax};       \
+    SYN_IGEMM(variant, g, e, y, (int)group)
 
-__host__ __device__ __forceinline__ ConvGemm conv_gemm(
-    const i8* x, const i8* w, i64 N, i64 C, i64 D, i64 H, i64 W, i64 M, i64 OD, i64 OH,
-    i64 OW, i64 KD, i64 KH, i64 KW, i64 stride_d, i64 stride_h, i64 stride_w, i64 pad_d,
-    i64 pad_h, i64 pad_w, i64 dil_d, i64 dil_h, i64 dil_w, i64 group, i64 x_zero_point) {
-    return {x, w, C, D, H, W, M, OD, OH, OW, KD, KH, KW, stride_d, stride_h, stride_w,
-            pad_d, pad_h, pad_w, dil_d, dil_h, dil_w, group, (i8)x_zero_point,
-            (int)(M / group), (int)(C / group * KD * KH * KW), (int)(N * OD * OH * OW)};
-}
+extern "C" __global__ void conv_v2(SYN_CONV_GEMM_PARAMS) { SYN_CONV_GEMM(v2); }
 
-// One launch of group * ceil(M / group / 64) * ceil(N OD OH OW / 64) blocks.
-extern "C" __global__ void conv_v2(
-    const i8* x, const i8* w, const i64* corr, const i64* multiplier, const i64* shift,
-    const int* w_zero_point, i8* y,
-    i64 N, i64 C, i64 D, i64 H, i64 W, i64 M, i64 OD, i64 OH, i64 OW, i64 KD, i64 KH, i64 KW,
-    i64 stride_d, i64 stride_h, i64 stride_w, i64 pad_d, i64 pad_h, i64 pad_w,
-    i64 dil_d, i64 dil_h, i64 dil_w, i64 group,
-    i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
-    const ConvGemm g = conv_gemm(x, w, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW, stride_d,
-                                 stride_h, stride_w, pad_d, pad_h, pad_w, dil_d, dil_h, dil_w,
-                                 group, x_zero_point);
-    const Epilogue e = {corr, multiplier, shift, w_zero_point, y_zero_point, qmin, qmax};
-    SYN_IGEMM(v2, g, e, y, (int)group);
-}
+extern "C" __global__ void conv_v3(SYN_CONV_GEMM_PARAMS) { SYN_CONV_GEMM(v3); }
 
-extern "C" __global__ void conv_v3(
-    const i8* x, const i8* w, const i64* corr, const i64* multiplier, const i64* shift,
-    const int* w_zero_point, i8* y,
-    i64 N, i64 C, i64 D, i64 H, i64 W, i64 M, i64 OD, i64 OH, i64 OW, i64 KD, i64 KH, i64 KW,
-    i64 stride_d, i64 stride_h, i64 stride_w, i64 pad_d, i64 pad_h, i64 pad_w,
-    i64 dil_d, i64 dil_h, i64 dil_w, i64 group,
-    i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
-    const ConvGemm g = conv_gemm(x, w, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW, stride_d,
-                                 stride_h, stride_w, pad_d, pad_h, pad_w, dil_d, dil_h, dil_w,
-                                 group, x_zero_point);
-    const Epilogue e = {corr, multiplier, shift, w_zero_point, y_zero_point, qmin, qmax};
-    SYN_IGEMM(v3, g, e, y, (int)group);
-}
+extern "C" __global__ void conv_v5(SYN_CONV_GEMM_PARAMS) { SYN_CONV_GEMM(v5); }
 
 // ---------------------------------------------------------------- v4 (depthwise)
 

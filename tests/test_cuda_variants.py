@@ -1,6 +1,7 @@
-"""The conv/dense kernel variants (cuda_kernels/conv.cu, dense.cu: v2 implicit GEMM
-with dp4a, v3 tensor cores, v4 depthwise) give v1's bits, on the emulated device
-(or a real GPU: the fixture of test_cuda_gpu.py's kind).
+"""The conv/dense/matmul kernel variants (cuda_kernels/conv.cu, dense.cu: v2 implicit
+GEMM with dp4a, v3 tensor cores, v5 tensor cores fed by cp.async, v4 depthwise) give
+v1's bits, on the emulated device (or a real GPU: the fixture of test_cuda_gpu.py's
+kind).
 
 Every shape class the tiles can get wrong: tile edges (64 channels, 65, pixel and
 k counts just past a tile), odd channel counts, groups, strides, dilations, padding
@@ -31,7 +32,7 @@ from synapse_devices import gpu  # noqa: F401  (autouse: a GPU, else the emulato
 
 pytestmark = pytest.mark.gpu
 
-GEMM = ("v2", "v3")
+GEMM = cuda_variants.GEMM
 
 
 # (C, M, group, spatial, kernel, strides, pads, dilations, per-channel w zero points)
@@ -54,6 +55,15 @@ DENSE = {
     "k100_m65_trans": ((-1, 100), 100, 65, True, True),
     "k31_m7_plain": ((-1, 31), 31, 7, False, True),
     "rank3_k64": ((-1, 3, 64), 64, 9, True, False),
+    "k48_m70_plain": ((-1, 48), 48, 70, False, True),  # v5: x by cp.async, W by registers
+}
+# (a shape, b shape): rows and columns past a tile, K odd / a multiple of 16 (v5's
+# cp.async rows) / past a k step, a or b broadcast over a batch axis, b fixed
+MATMUL = {
+    "tile_edges_k48": ((-1, 65, 48), (-1, 48, 66)),
+    "odd_k37_b_fixed": ((-1, 3, 5, 37), (1, 3, 37, 9)),
+    "k64_a_broadcast": ((-1, 1, 17, 64), (-1, 2, 64, 20)),
+    "k32_n70_b_broadcast": ((-1, 7, 32), (1, 32, 70)),
 }
 # (input zero point, output zero point), batch: each case at one batch, every
 # batch and both ends of the int8 zero points covered across the cases
@@ -87,6 +97,17 @@ def _dense_case(name, zx, zy, batch):
     return graph, cases.feeds_for(graph, rng, batch)
 
 
+def _matmul_case(name, za, zy, batch):
+    """b's zero point near the middle (-za / 16): with both ends every product has one
+    sign and the outputs saturate."""
+    a_shape, b_shape = MATMUL[name]
+    K = a_shape[-1]
+    m, s = cases.sqm(1 / (math.sqrt(K) * 600))
+    graph = cases.single("matmul", [a_shape, b_shape], dict(
+        a_zero_point=za, b_zero_point=-za // 16, y_zero_point=zy, multiplier=m, shift=s))
+    return graph, cases.feeds_for(graph, np.random.default_rng([len(name), za + 128, batch, 2]), batch)
+
+
 def _check_variant(graph, feeds, variant):
     trav = cases.traversal(graph)
     exe = cuda.prepare(graph, trav, variant=variant)
@@ -95,6 +116,8 @@ def _check_variant(graph, feeds, variant):
     want = cases.reference_run(graph, trav, feeds)
     for t in graph.outputs:
         np.testing.assert_array_equal(out[t.name], want[t.name])
+        # not a saturated, near-constant output
+        assert len(np.unique(want[t.name])) > min(8, want[t.name].size // 2)
 
 
 @pytest.mark.parametrize("zps,batch", ZP_BATCH)
@@ -109,6 +132,14 @@ def test_conv_variants_match_reference(name, zps, batch):
 @pytest.mark.parametrize("name", sorted(DENSE))
 def test_dense_variants_match_reference(name, zps, batch):
     graph, feeds = _dense_case(name, *zps, batch)
+    for v in GEMM:
+        _check_variant(graph, feeds, v)
+
+
+@pytest.mark.parametrize("zps,batch", ZP_BATCH)
+@pytest.mark.parametrize("name", sorted(MATMUL))
+def test_matmul_variants_match_reference(name, zps, batch):
+    graph, feeds = _matmul_case(name, *zps, batch)
     for v in GEMM:
         _check_variant(graph, feeds, v)
 
@@ -153,7 +184,7 @@ def small_resnet(seed=0):
     return b.build({"name": "small_resnet"})
 
 
-FORCED = ("v1", "v2", "v3", "v4", "conv=v4,dense=v3")
+FORCED = ("v1", "v2", "v3", "v4", "v5", "conv=v4,dense=v5,matmul=v3")
 
 
 @pytest.mark.parametrize("model", ["small_resnet", *sorted(cases.MODELS)])
@@ -255,10 +286,10 @@ def _conv_node(name="tile_edges_odd_c"):
 
 def test_parse_force():
     assert cuda_variants.parse_force("") == {}
-    assert cuda_variants.parse_force("v2") == {"conv": "v2", "dense": "v2"}
+    assert cuda_variants.parse_force("v2") == {"conv": "v2", "dense": "v2", "matmul": "v2"}
     assert cuda_variants.parse_force("v4") == {"conv": "v4"}
-    assert cuda_variants.parse_force("conv=v3, dense=v1") == {"conv": "v3", "dense": "v1"}
-    for bad in ("v9", "dense=v4", "pool=v2"):
+    assert cuda_variants.parse_force("conv=v3, matmul=v5") == {"conv": "v3", "matmul": "v5"}
+    for bad in ("v9", "dense=v4", "matmul=v4", "pool=v2"):
         with pytest.raises(ValueError):
             cuda_variants.parse_force(bad)
 
@@ -277,7 +308,9 @@ def test_choice_fallbacks_and_table(tmp_path, monkeypatch):
         steps = ch(node, S, P)
         assert (steps[0].kernel if steps else None) == kernel
     # v3 below sm_80 (or an unknown device) runs v2; v4 on a non-depthwise conv runs v1
-    assert cuda_variants.Chooser("v3", cc="75", table={})(node, S, P)[0].kernel == "conv_v2"
+    for v in ("v3", "v5"):
+        assert cuda_variants.Chooser(v, cc="75", table={})(node, S, P)[0].kernel == "conv_v2"
+    assert cuda_variants.Chooser("v5", cc="80", table={})(node, S, P)[0].kernel == "conv_v5"
     assert cuda_variants.Chooser("v4", cc="90", table={})(node, S, P) is None
     dw = _conv_node("dw_3x3")
     assert cuda_variants.Chooser("v4", cc="90", table={})(*dw)[0].kernel == "conv2d_v4"
@@ -297,3 +330,18 @@ def test_gemm_launch_geometry():
     assert launch.n == 3 * 1 * -(-pixels // 64) * 256 == 3 * -(-pixels // 64) * cuda.BLOCK
     corr = launch.args[2].values
     assert len(corr) == 6 and all(-2 ** 31 <= v < 2 ** 31 for v in corr)
+
+
+def test_matmul_launch_geometry_and_key():
+    """One block per 64 x 64 tile of each batch matrix, matmul_v1's arguments; the
+    table key has no batch size."""
+    graph, _ = _matmul_case("k64_a_broadcast", 0, 0, 1)
+    trav = cases.traversal(graph)
+    node = trav.order[0]
+    shapes = {t: cuda.concrete(s, 5) for t, s in trav.shapes.items()}
+    (v1,) = cuda.lower(node, shapes, graph.buffers)
+    (launch,) = cuda_variants.Chooser("v5", cc="90", table={})(node, shapes, {})
+    assert launch.kernel == "matmul_v5" and launch.args == v1.args
+    assert launch.n == 5 * 2 * 1 * 1 * cuda.BLOCK  # (5, 2) matrices of 17 x 20
+    key = cuda_variants.shape_key(node, shapes, {})
+    assert key == cuda_variants.shape_key(node, {t: (9, *s[1:]) for t, s in shapes.items()}, {})

@@ -19,6 +19,8 @@ NVRTC_OPTIONS = ("-std=c++17",)
 
 _INCLUDE = re.compile(r'^#include "([^"]+)"[ \t]*$', re.M)
 _KERNEL = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
+# A parameter list several variants share is a macro (conv.cu: SYN_CONV_GEMM_PARAMS).
+_DEFINE = re.compile(r'^#define (\w+)[ \t]+((?:[^\n]*\\\n)*[^\n]*)', re.M)
 _PARAM_KINDS = {"i8*": "i8*", "int*": "i32*", "i64*": "i64*", "i64": "i64"}
 
 
@@ -52,7 +54,10 @@ def kernel_signatures():
     """
     sigs = {}
     for family in FAMILIES:
-        for name, params in _KERNEL.findall(kernel_source(family)):
+        text = kernel_source(family)
+        macros = {k: v.replace("\\\n", " ") for k, v in _DEFINE.findall(text)}
+        for name, params in _KERNEL.findall(text):
+            params = macros.get(params.strip(), params)
             kinds = []
             for p in params.split(","):
                 words = p.replace("*", " * ").split()[:-1]  # drop the parameter name

@@ -2,19 +2,20 @@
 
 cuda_kernels/conv.cu and dense.cu hold numbered variants next to v1 (their file
 headers say what each changes): v2 implicit GEMM with dp4a, v3 the same tiles on
-tensor cores (sm_80+), v4 depthwise conv2d (conv1d as conv2d). Every variant gives
+tensor cores (sm_80+), v5 v3 with cp.async double buffering (sm_80+), v4 depthwise
+conv2d (conv1d as conv2d); conv, dense and matmul share the GEMM core. Every variant gives
 v1's bits (docs/SPEC.md, "GPU kernel variants"), so the choice changes speed only,
 never an output or a digest.
 
 The choice is static, per layer shape, never timed at run time:
 - forced: prepare(..., variant=...) or SYNAPSE_CUDA_VARIANT, either one variant
-  for every conv and dense ("v2") or per family ("conv=v3,dense=v2");
+  for every family that has it ("v2") or per family ("conv=v3,dense=v2,matmul=v5");
 - else a table the GPU benchmark writes (bench/bench_gpu.py): SYNAPSE_CUDA_VARIANT_TABLE
   or the packaged cuda_variants.json, used only on the compute capability it
   was measured on;
 - else v1. No table ships until a GPU benchmark shows a variant faster.
-A variant that does not apply to a layer falls back: v3 to v2 below sm_80 (the
-tensor-core mma.sync m16n8k32 s8 needs sm_80), v4 to v1 for a conv that is not
+A variant that does not apply to a layer falls back: v3 and v5 to v2 below sm_80
+(the tensor-core mma.sync m16n8k32 s8 and cp.async need sm_80), v4 to v1 for a conv that is not
 depthwise 1-D/2-D or whose input patch exceeds the kernel's shared memory, v2/v3 to
 v1 past 32-bit tile coordinates (K or pixels >= 2^31).
 """
@@ -23,19 +24,25 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ..reference.conv import resolve_pads
-from .cuda_lowering import Act, Launch, Param, Table, _qrange, check_launch
+from .cuda_lowering import Act, Launch, Param, Table, _lower_matmul, _qrange, check_launch
 
 ENV = "SYNAPSE_CUDA_VARIANT"
 TABLE_ENV = "SYNAPSE_CUDA_VARIANT_TABLE"
 PACKAGED_TABLE = Path(__file__).with_name("cuda_variants.json")
-FAMILY_OF = {"conv1d": "conv", "conv2d": "conv", "conv3d": "conv", "dense": "dense"}
-VARIANTS = {"conv": ("v1", "v2", "v3", "v4"), "dense": ("v1", "v2", "v3")}
-KERNELS = frozenset({"conv_v2", "conv_v3", "conv2d_v4", "dense_v2", "dense_v3"})
+FAMILY_OF = {"conv1d": "conv", "conv2d": "conv", "conv3d": "conv", "dense": "dense",
+             "matmul": "matmul"}
+VARIANTS = {"conv": ("v1", "v2", "v3", "v4", "v5"), "dense": ("v1", "v2", "v3", "v5"),
+            "matmul": ("v1", "v2", "v3", "v5")}
+ALL = sorted(set().union(*VARIANTS.values()))
+GEMM = ("v2", "v3", "v5")  # the variants on the implicit-GEMM core (synapse_igemm.cuh)
+SM80 = ("v3", "v5")  # mma.sync m16n8k32 s8, cp.async
+KERNELS = frozenset({"conv2d_v4", *(f"{f}_{v}" for f in ("conv", "dense", "matmul") for v in GEMM)})
 THREADS = 256  # the variants' block size (cuda_device.BLOCK)
 TILE = 64      # synapse_igemm.cuh: SYN_TM = SYN_TP
 DW_TILE, DW_PATCH, DW_TAPS = 16, 4096, 1024  # conv.cu: SYN_DW_*
@@ -51,10 +58,10 @@ def parse_force(text):
         fams = [fam] if fam else list(VARIANTS)
         for f in fams:
             if f not in VARIANTS:
-                raise ValueError(f"{ENV}: unknown kernel family {f!r} (conv, dense)")
+                raise ValueError(f"{ENV}: unknown kernel family {f!r} ({', '.join(VARIANTS)})")
             if v not in VARIANTS[f] and fam:
                 raise ValueError(f"{ENV}: {f} has variants {', '.join(VARIANTS[f])}, not {v!r}")
-            if v not in ("v1", "v2", "v3", "v4"):
+            if v not in ALL:
                 raise ValueError(f"{ENV}: unknown variant {v!r}")
             if v in VARIANTS[f]:
                 out[f] = v
@@ -82,6 +89,8 @@ def shape_key(node, S, P):
     if node.op == "dense":
         xs = S[node.inputs[0]]
         return f"dense:K={xs[-1]}:M={S[node.outputs[0]][-1]}:t={int(bool(node.attrs.get('trans_w', 0)))}"
+    if node.op == "matmul":
+        return f"matmul:a={list(S[node.inputs[0]][1:])}:b={list(S[node.inputs[1]][1:])}"
     g = _conv_geometry(node, S, P)
     return (f"{node.op}:C={g['C']}:M={g['M']}:in={g['sp']}:k={g['k']}:s={g['s']}:p={g['p']}"
             f":d={g['d']}:g={g['group']}")
@@ -163,6 +172,18 @@ def _lower_dense_gemm(node, S, P, v):
         int(a["y_zero_point"]), *_qrange(a)))]
 
 
+def _lower_matmul_gemm(node, S, P, v):
+    (v1,) = _lower_matmul(node, S, P)  # the same arguments, tiled per batch matrix
+    sa, ys = S[node.inputs[0]], S[node.outputs[0]]
+    M, K, N = sa[-2], sa[-1], ys[-1]
+    if not (_gemm_fits(K, N) and M < 2 ** 31):
+        return None
+    return [replace(v1, kernel=f"matmul_{v}", n=_blocks(math.prod(ys[:-2]), M, N) * THREADS)]
+
+
+_LOWER_GEMM = {"conv": _lower_conv_gemm, "dense": _lower_dense_gemm, "matmul": _lower_matmul_gemm}
+
+
 def load_table(path=None):
     """{"compute_capability": "90", "device": ..., "layers": {shape_key: variant}} or None."""
     path = path or os.environ.get(TABLE_ENV) or (PACKAGED_TABLE if PACKAGED_TABLE.exists() else None)
@@ -200,14 +221,13 @@ class Chooser:
         if node.op not in FAMILY_OF:
             return None
         v = self.variant(node, S, P)
-        if v == "v3" and (self.cc is None or self.cc < 80):
+        if v in SM80 and (self.cc is None or self.cc < 80):
             v = "v2"
         steps = None
         if v == "v4":
             steps = _lower_depthwise(node, S, P)
-        elif v in ("v2", "v3"):
-            steps = (_lower_dense_gemm(node, S, P, v) if node.op == "dense"
-                     else _lower_conv_gemm(node, S, P, v))
+        elif v in GEMM:
+            steps = _LOWER_GEMM[FAMILY_OF[node.op]](node, S, P, v)
         self.chosen[node.name] = v if steps else "v1"
         return steps
 
