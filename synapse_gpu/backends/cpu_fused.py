@@ -26,7 +26,7 @@ as written. Why each lowering gives the reference's bits:
   2^31), bias -n (z_x + 128) so the sum is sum (x - z_x), then the dense layer's
   requantization nodes (cpu_ort.lower_requant, self-tested): the reference's rule
   requant(sum; M) with M = m 2^-k exactly a float32 in cpu_ort.M_RANGE.
-- reshape, flatten, transpose: the ONNX ops (reshape's batch entry becomes 0, "copy").
+- reshape, flatten, transpose, identity: the ONNX ops (reshape's batch entry becomes 0, "copy").
 Every other op, and a layer the graphs cannot express, stays a step of its own on the
 numpy path (cpu.py) and ends the run.
 $SYNAPSE_CPU_FUSE=0: no fusion, every conv/dense its own one-node graph (the per-layer
@@ -44,7 +44,7 @@ from .cpu_conv import multiplier_f32
 
 FUSE_ENV = "SYNAPSE_CPU_FUSE"
 LAYERS = {"conv1d", "conv2d", "dense"}
-SHAPE_OPS = {"reshape", "flatten", "transpose"}
+SHAPE_OPS = {"reshape", "flatten", "transpose", "identity"}
 MAX_TABLE = 1 << 22  # entries of an avg_pool table (tap sums x distinct tap counts)
 
 
@@ -201,6 +201,8 @@ def lowering(node, buffers, shapes, engine):
         return _lower_avg_pool(kw, ins[0])
     if node.op == "global_avg_pool":
         return _lower_gap(kw, ins[0])
+    if node.op == "identity":
+        return lambda g, x: g.value(g.op("Identity", [g.view(x, g.layout(x))]), len(ins[0]), g.layout(x))
     if node.op in SHAPE_OPS:
         return _lower_shape_op(node, kw)
     return None

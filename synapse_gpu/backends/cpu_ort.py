@@ -134,11 +134,7 @@ class OrtGraph:
         from onnx import TensorProto, helper, numpy_helper
 
         names = [self.view(h, "nchw") for h in outputs]
-        outs, seen = [], set()
-        for n in names:  # a value asked for twice is one graph output
-            if n not in seen:
-                seen.add(n)
-                outs.append(helper.make_tensor_value_info(n, elem_type or TensorProto.UINT8, None))
+        outs = [helper.make_tensor_value_info(n, elem_type or TensorProto.UINT8, None) for n in names]
         graph = helper.make_graph(self.nodes, "synapse", self.inputs, outs,
                                   [numpy_helper.from_array(v, k) for k, v in self.inits.items()])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
