@@ -147,6 +147,27 @@ def agreement(onnx_path, samples=300, seed=2, batch=50):
     return same / total, worst, top1 / samples
 
 
+def float_fidelity(onnx_path, samples=300, seed=3):
+    """Top-1 agreement with the float model and mean |logit - float logit| in output steps,
+    for Synapse and for onnxruntime on the same quantized file."""
+    import onnxruntime as ort
+
+    import synapse_gpu
+
+    ids = random_tokens(np.random.default_rng(seed), samples)
+    cpu = ["CPUExecutionProvider"]
+    f = ort.InferenceSession(float_model().SerializeToString(), providers=cpu).run(
+        None, {"tokens": ids})[0]
+    sess = synapse_gpu.InferenceSession(onnx_path, device="cpu")
+    step = np.float32(sess.graph.outputs[0].scale)
+    out = {}
+    for name, y in (("synapse", sess.run(None, {"tokens": ids})[0]),
+                    ("onnxruntime", ort.InferenceSession(onnx_path, providers=cpu).run(
+                        None, {"tokens": ids})[0])):
+        out[name] = (float((y.argmax(1) == f.argmax(1)).mean()), float(np.abs(y - f).mean() / step))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="?", default=None)
@@ -158,6 +179,8 @@ def main(argv=None):
     same, worst, top1 = agreement(path, args.samples)
     print(f"{path}: {args.samples} sequences, logits identical to onnxruntime {same:.4%}, "
           f"max {worst} steps, top-1 agreement {top1:.2%}")
+    for name, (top1, dist) in float_fidelity(path, args.samples).items():
+        print(f"  {name}: top-1 equal to the float model's {top1:.2%}, mean distance {dist:.2f} steps")
 
 
 if __name__ == "__main__":
