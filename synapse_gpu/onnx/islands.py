@@ -15,9 +15,11 @@ from the first rule that applies (``Inferred.rule`` records it; the importer put
 the list in the graph's metadata, which `synapse inspect` prints):
 
   read         a QuantizeLinear reads the tensor: its scale and zero point
-  through OP   the tensor's only reader is OP, an op that keeps the scale (Relu, Clip,
-               max pool, reshapes) or stays inside its input's range (average pools),
-               and a QuantizeLinear reads OP's output (directly or again through one)
+  through OP   the tensor's only reader is OP, an op that commutes with the clamp and
+               rounding of a quantize (Relu, Clip, max pool, reshapes), and a
+               QuantizeLinear reads OP's output (directly or again through one). Not an
+               average: its output range is narrower than its input's, so the output's
+               quantization would clip the input (17 steps off on a densenet-like tail)
   stated OP    the op's output has a fixed quantization: Softmax and Sigmoid
                1/256 with zero point -128 (onnxruntime's int8 convention), Tanh 1/128
   range OP     the real range that OP's inputs' quantizations allow (sum of the
@@ -58,6 +60,8 @@ PENDING_READERS = {"QuantizeLinear", "Relu", "Clip", "MaxPool", "Pad"} | LAYOUT_
 # after them also fits their input.
 SCALE_KEEPING = {"Relu", "Clip", "MaxPool", "Pad", "AveragePool", "GlobalAveragePool",
                  "ReduceMean", "ReduceMax"} | LAYOUT_OPS
+# Of those, the ones a quantize commutes with: Q(op(x)) = op(Q(x)) with Q's clamp.
+QUANTIZE_COMMUTING = SCALE_KEEPING - {"AveragePool", "GlobalAveragePool", "ReduceMean"}
 STATED = {"Softmax": (1 / 256, -128), "Sigmoid": (1 / 256, -128), "Tanh": (1 / 128, 0)}
 # Ops onnxruntime's graph optimizer (quant_pre_process) creates by fusion.
 ORT_FUSED = {"FusedConv", "FusedGemm", "FusedMatMul", "BiasGelu", "FastGelu",
@@ -220,7 +224,7 @@ class _Pass:
                     return (*q, "read" if through is None else f"through {through}")
         if len(uses) == 1 and t not in self.outputs:
             n, k = uses[0]
-            if n.op_type in SCALE_KEEPING and k == 0:
+            if n.op_type in QUANTIZE_COMMUTING and k == 0:
                 return self._read_by(n.output[0], through or n.op_type)
         return None
 
