@@ -185,6 +185,24 @@ def test_switch_from_session_option_and_environment(monkeypatch):
         InferenceSession(graph, device="cuda")
 
 
+def test_session_chunked_runs_replay_a_graph_per_chunk_size(monkeypatch):
+    """The session's chunks (4, 4, 2 samples here) are batch sizes like any other."""
+    from synapse_gpu import session
+
+    graph = small_resnet()
+    trav = cases.traversal(graph)
+    so = synapse_gpu.SessionOptions()
+    so.add_session_config_entry(CUDA_GRAPHS_KEY, "1")
+    sess = InferenceSession(graph, device="cuda", sess_options=so)
+    monkeypatch.setattr(session, "RUN_BYTES", 4 * sess.report.activation_bytes)
+    for i in range(3):
+        feeds = cases.feeds_for(graph, np.random.default_rng([9, i]), 10)
+        got = sess.run_full(None, feeds, output_type="int8").int8_outputs
+        _equal(got, _expect(graph, trav, feeds), f"chunked run {i}")
+    assert sess._exe.graph_notes[4].startswith("CUDA graph of")
+    assert sess._exe.graph_notes[2].startswith("CUDA graph of")
+
+
 def test_grid_over_the_driver_limit_is_refused_before_the_launch(emulated):
     exe = cuda.prepare(small_resnet(), cases.traversal(small_resnet()))
     fn = exe.kernel("relu_v1")
