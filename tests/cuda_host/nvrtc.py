@@ -28,6 +28,13 @@ def library():
                                                     "libnvrtc.so*")))
     candidates += sorted(glob.glob("/usr/local/cuda*/lib64/libnvrtc.so*"))
     for path in candidates:
+        # NVRTC dlopens its builtins by soname; the wheel's folder is not on the loader's
+        # path (torch's pinned nvidia-cuda-nvrtc 13.0 does not find them), so load them first.
+        for builtins in sorted(glob.glob(os.path.join(os.path.dirname(path), "libnvrtc-builtins.so*"))):
+            try:
+                ctypes.CDLL(builtins, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                pass
         try:
             lib = ctypes.CDLL(path)
         except OSError:
