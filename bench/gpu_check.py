@@ -3,7 +3,7 @@ benchmark, one report, in at most 8 minutes.
 
 1. the GPU test suite (tests/test_cuda_gpu.py without the `slow` ResNet-50 test: the
    benchmark checks ResNet-50 bit for bit; tests/test_cuda_variants.py, the conv/dense
-   kernel variants) on the real GPU;
+   kernel variants; tests/test_cuda_graphs.py, CUDA graph replay) on the real GPU;
 2. compute-sanitizer memcheck and racecheck over the whole-model tests, where the
    tool exists (PATH or /usr/local/cuda*/bin);
 3. bench/bench_gpu.py --quick (GEMM and ResNet-50, its own bit-exactness checks);
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOTAL_S = 8 * 60
 # Shares of the budget in seconds, in order; a step may use what earlier ones left.
 BUDGET = {"suite": 170, "memcheck": 70, "racecheck": 50, "bench": 170}
-SUITE = ["tests/test_cuda_gpu.py", "tests/test_cuda_variants.py"]
+SUITE = ["tests/test_cuda_gpu.py", "tests/test_cuda_variants.py", "tests/test_cuda_graphs.py"]
 DRY_SUITE_FILTER = "relu-zx0-zy0 or tiny_cnn"
 SANITIZED = "model_matches_cpu_with_trace or many_blocks"
 
