@@ -43,8 +43,8 @@ from ..errors import (DtypeError, ModelFormatError, OnnxImportError, ShapeError,
 from ..graph import BATCH, GraphBuilder
 from ..reference import tables
 from ..reference.softmax import softmax_params
-from . import (batch_views, checks, conv_transpose, islands, layernorm, lrn, movement, reduce,
-               refusals, unary)
+from . import (batch_views, checks, const_concat, conv_transpose, islands, layernorm, lrn,
+               movement, reduce, refusals, unary)
 from .checks import MAX_DIM, MAX_ELEMS, label, type_name
 from .fold import FOLDABLE, fold
 from .int8_ops import Int8Ops
@@ -97,9 +97,10 @@ def _opset(proto, order):
     return converted, checks.check_structure(converted.graph)
 
 
-class _Importer(batch_views.BatchViews, AttentionOps, QOperatorOps, QDQOps, Int8Ops, unary.UnaryOps,
-                reduce.ReduceOps, TokenOps, movement.MovementOps, lrn.LrnOps,
-                layernorm.LayerNormOps, conv_transpose.ConvTransposeOps):
+class _Importer(batch_views.BatchViews, const_concat.ConstConcatOps, AttentionOps,
+                QOperatorOps, QDQOps, Int8Ops, unary.UnaryOps, reduce.ReduceOps, TokenOps,
+                movement.MovementOps, lrn.LrnOps, layernorm.LayerNormOps,
+                conv_transpose.ConvTransposeOps):
     """One import: the walk, the values, the boundary; the op handlers are the mixins'."""
 
     @classmethod

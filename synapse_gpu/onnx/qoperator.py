@@ -172,18 +172,21 @@ class QOperatorOps:
         constant's real value, one value per channel; emitted as qdq.py's affine rule."""
         xi = 3 - ci
         x = self._qin(node, xi)
-        q = self._const(node, ci, "constant operand")
-        if int8_onnx_type(q) is None:
-            raise DtypeError(f"node {label(node)!r} (op {node.op_type}): constant operand has "
-                             f"dtype {q.dtype}, expected int8 or uint8")
-        s = self._scale(node, ci + 1)
-        z, _ = self._zero_point(node, ci + 2, int8_onnx_type(q))
-        c, axis = self._const_channels(node, QConst(int8_codes(node, q, "constant operand"), s, z, 0),
-                                 self.b.shapes[x])
+        c, axis = self._const_channels(node, self._qconst_input(node, ci, "constant operand"),
+                                       self.b.shapes[x])
         ys, yz, yt = self._yparams(node, 6, 7, self._in_type(node, xi))
         gain, offset = (np.ones_like(c), c) if node.op_type == "QLinearAdd" else \
             (c, np.zeros_like(c))
         return Int(self._affine(node, x, gain, offset, ys, yz, -128, 127, axis), yt)
+
+    def _qconst_input(self, node, i, what):
+        """Constant int8/uint8 input i, its scale and zero point at i+1, i+2, as a QConst."""
+        q = self._const(node, i, what)
+        if int8_onnx_type(q) is None:
+            raise DtypeError(f"node {label(node)!r} (op {node.op_type}): {what} has dtype "
+                             f"{q.dtype}, expected int8 or uint8")
+        z, _ = self._zero_point(node, i + 2, int8_onnx_type(q))
+        return QConst(int8_codes(node, q, what), self._scale(node, i + 1), z, 0)
 
     def _channels_first(self, node):
         if int(self._attrs(node).get("channels_last", 0)):
@@ -208,7 +211,9 @@ class QOperatorOps:
         if (len(node.input) - 2) % 3 or len(node.input) < 5:
             self._fail(node, "inputs must be (Y_scale, Y_zero_point, then X, scale, zero point "
                              "per input)", exc=ModelFormatError)
-        xs = [self._qin(node, i) for i in range(2, len(node.input), 3)]
+        x = self._int_inputs(node, 2, 3)  # constant inputs: const_concat.py
+        xs = [self._qlinear_concat_input(node, i, x, ys, yz)
+              for i in range(2, len(node.input), 3)]
         return Int(build.concat(self.b, xs, int(self._attrs(node)["axis"]), y_scale=ys,
                                 y_zero_point=yz, name=label(node)), yt)
 
