@@ -59,9 +59,13 @@ def _peak(fn):
         tracemalloc.stop()
 
 
-def test_large_batches_run_in_chunks_with_the_same_bits_and_bounded_memory(sess, monkeypatch):
+def test_large_batches_run_in_chunks_with_the_same_bits_and_bounded_memory(monkeypatch):
     """Batch 2^20 on digits raised MemoryError from an int64 intermediate: batches are now
-    cut so that one backend call stays within RUN_BYTES (here 1 MiB: 62 samples)."""
+    cut so that one backend call stays within RUN_BYTES (here 1 MiB: 62 samples).
+    On the numpy path, whose temporaries tracemalloc sees (an onnxruntime graph's live in
+    its own arena)."""
+    monkeypatch.setenv("SYNAPSE_CPU_ENGINE", "float32-blas")
+    sess = InferenceSession(base_graph(), device="cpu")
     x = np.random.default_rng(1).integers(-128, 128, (3000, 1, 8, 8)).astype(np.int8)
     whole = sess.run_full(None, {"x": x}, output_type="int8", trace=True)
     whole_peak = _peak(lambda: sess.run_full(None, {"x": x}, output_type="int8"))
