@@ -44,9 +44,9 @@ from .cuda_variants import Chooser
 
 
 GRAPHS_ENV = "SYNAPSE_CUDA_GRAPHS"
-# Slot bytes the plans of other batch sizes may keep on the device besides the one in
-# use; a plan larger than this (the session's big chunks) gets no graph: launch
-# overhead is a small share of a large batch's time.
+# Slot bytes the kept plans (one per batch size) may hold together: the least recently
+# used are freed first, the plan in use always stays. A plan larger than this (the
+# session's big chunks) gets no graph: launch overhead is a small share of its time.
 PLAN_BYTES = 256 << 20
 _SWITCH = {"1": True, "on": True, "true": True, "0": False, "off": False, "false": False, "": False}
 
@@ -212,6 +212,7 @@ class CudaExecutable:
         return steps
 
     def _traverse(self, plan, trace):
+        """The traversal on the stream: the plan's graph replayed, else plain launches."""
         reason = self._graph_refusal(plan, trace)
         if reason is None and plan.graph is None:
             self._capture(plan)
