@@ -103,8 +103,10 @@ def quantize(model, path, seed=1, batches=8, batch=16, fmt="QDQ"):
 
     rng = np.random.default_rng(seed)
     seq = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    table = next(n.input[0] for n in model.graph.node if n.op_type == "Gather"
+                 and n.input[1] == "tokens")  # the embedding table's rows: the vocabulary
     vocab = next(numpy_helper.to_array(t).shape[0] for t in model.graph.initializer
-                 if t.name == "embedding")
+                 if t.name == table)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -123,16 +125,24 @@ def quantize(model, path, seed=1, batches=8, batch=16, fmt="QDQ"):
     return path
 
 
-def agreement(onnx_path, samples=300, seed=2, batch=50):
-    """Synapse's int8 logits (CPU) against onnxruntime's on the same quantized file:
-    (share of identical logits, max difference in steps, top-1 agreement)."""
+def _ort(onnx_path, optimized=True):
+    """onnxruntime on the CPU; optimized=False runs every QDQ group as float ops (no u8s8
+    integer kernels, which saturate int16 pair sums on x86 without VNNI)."""
     import onnxruntime as ort
 
+    so = ort.SessionOptions()
+    if not optimized:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+
+
+def agreement(onnx_path, samples=300, seed=2, batch=50, optimized=True):
+    """Synapse's int8 logits (CPU) against onnxruntime's on the same quantized file:
+    (share of identical logits, max difference in steps, top-1 agreement)."""
     import synapse_gpu
 
     sess = synapse_gpu.InferenceSession(onnx_path, device="cpu")
-    so = ort.SessionOptions()
-    ref = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    ref = _ort(onnx_path, optimized)
     out = sess.graph.outputs[0]
     rng = np.random.default_rng(seed)
     same = total = worst = top1 = 0
@@ -147,39 +157,82 @@ def agreement(onnx_path, samples=300, seed=2, batch=50):
     return same / total, worst, top1 / samples
 
 
-def float_fidelity(onnx_path, samples=300, seed=3):
+def float_fidelity(float_proto, onnx_path, samples=300, seed=3):
     """Top-1 agreement with the float model and mean |logit - float logit| in output steps,
-    for Synapse and for onnxruntime on the same quantized file."""
-    import onnxruntime as ort
-
+    for Synapse and for onnxruntime (optimized, and unoptimized) on the same quantized file."""
     import synapse_gpu
 
     ids = random_tokens(np.random.default_rng(seed), samples)
-    cpu = ["CPUExecutionProvider"]
-    f = ort.InferenceSession(float_model().SerializeToString(), providers=cpu).run(
-        None, {"tokens": ids})[0]
+    f = _ort(float_proto.SerializeToString()).run(None, {"tokens": ids})[0]
     sess = synapse_gpu.InferenceSession(onnx_path, device="cpu")
     step = np.float32(sess.graph.outputs[0].scale)
     out = {}
     for name, y in (("synapse", sess.run(None, {"tokens": ids})[0]),
-                    ("onnxruntime", ort.InferenceSession(onnx_path, providers=cpu).run(
-                        None, {"tokens": ids})[0])):
+                    ("onnxruntime", _ort(onnx_path).run(None, {"tokens": ids})[0]),
+                    ("onnxruntime unoptimized", _ort(onnx_path, False).run(None, {"tokens": ids})[0])):
         out[name] = (float((y.argmax(1) == f.argmax(1)).mean()), float(np.abs(y - f).mean() / step))
     return out
+
+
+def torch_model(seed=0, vocab=VOCAB, seq=SEQ, d=D_MODEL, heads=HEADS, ffn=FFN, classes=CLASSES):
+    """The same classifier written in torch (batch-first attention, random weights from a
+    fixed seed), exported with dynamic batch (opset 17); needs torch (not a test dependency)."""
+    import io
+
+    import onnx
+    import torch
+
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v, self.o = lin(d, d), lin(d, d), lin(d, d), lin(d, d)
+            self.ff1, self.ff2 = lin(d, ffn), lin(ffn, d)
+            self.ln1, self.ln2 = torch.nn.LayerNorm(d), torch.nn.LayerNorm(d)
+
+        def forward(self, x):
+            def split(y):  # (N, S, D) -> (N, heads, S, D / heads)
+                return y.reshape(-1, seq, heads, d // heads).transpose(1, 2)
+            a = torch.softmax(split(self.q(x)) @ split(self.k(x)).transpose(-1, -2)
+                              / (d // heads) ** 0.5, dim=-1)
+            x = self.ln1(x + self.o((a @ split(self.v(x))).transpose(1, 2).reshape(-1, seq, d)))
+            return self.ln2(x + self.ff2(torch.nn.functional.gelu(self.ff1(x))))
+
+    class Classifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(vocab, d)
+            self.pos = torch.nn.Parameter(torch.randn(seq, d) * 0.5)
+            self.blocks = torch.nn.Sequential(*[Block() for _ in range(LAYERS)])
+            self.head = lin(d, classes)
+
+        def forward(self, tokens):
+            return self.head(self.blocks(self.emb(tokens) + self.pos).mean(1))
+
+    f = io.BytesIO()
+    torch.onnx.export(Classifier().eval(), (torch.randint(0, vocab, (2, seq)),), f,
+                      input_names=["tokens"], output_names=["logits"], opset_version=OPSET,
+                      dynamic_axes={"tokens": {0: "N"}, "logits": {0: "N"}}, dynamo=False)
+    return onnx.load_from_string(f.getvalue())
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", nargs="?", default=None)
     ap.add_argument("--samples", type=int, default=300)
+    ap.add_argument("--torch", action="store_true", help="build the model in torch and export it")
     args = ap.parse_args(argv)
     out = args.out or tempfile.mkdtemp(prefix="text_transformer_")
     os.makedirs(out, exist_ok=True)
-    path = quantize(float_model(), os.path.join(out, "text_transformer_qdq.onnx"))
-    same, worst, top1 = agreement(path, args.samples)
-    print(f"{path}: {args.samples} sequences, logits identical to onnxruntime {same:.4%}, "
-          f"max {worst} steps, top-1 agreement {top1:.2%}")
-    for name, (top1, dist) in float_fidelity(path, args.samples).items():
+    model = torch_model() if args.torch else float_model()
+    path = quantize(model, os.path.join(out, f"text_transformer{'_torch' * args.torch}_qdq.onnx"))
+    for optimized in (True, False):
+        same, worst, top1 = agreement(path, args.samples, optimized=optimized)
+        print(f"{path}: {args.samples} sequences vs onnxruntime{'' if optimized else ' unoptimized'}: "
+              f"logits identical {same:.2%}, max {worst} steps, top-1 agreement {top1:.2%}")
+    for name, (top1, dist) in float_fidelity(model, path, args.samples).items():
         print(f"  {name}: top-1 equal to the float model's {top1:.2%}, mean distance {dist:.2f} steps")
 
 

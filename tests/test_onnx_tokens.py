@@ -67,13 +67,15 @@ def test_quantized_gather_is_an_embedding_equal_to_onnxruntime():
 
 @pytest.mark.parametrize("kw,exc,match", [
     (dict(), UnsupportedOpError, "a float embedding table has no int8 form"),
+    (dict(raw_int8=True), UnsupportedOpError, r"a raw integer table \(QOperator format\)"),
     (dict(table_scale=0.05, axis=1), UnsupportedOpError, "axis other than 0"),
     (dict(table_scale=0.05, consumer="Cast"), OnnxImportError,
      "token-id graph input 'tokens' is read by node .* \\(op Cast\\)"),
 ])
 def test_token_refusals(kw, exc, match):
     rng = np.random.default_rng(2)
-    table = (rng.integers(-128, 128, (6, 5)).astype(np.int8) if "table_scale" in kw else
+    quantized = "table_scale" in kw or kw.pop("raw_int8", False)
+    table = (rng.integers(-128, 128, (6, 5)).astype(np.int8) if quantized else
              rng.standard_normal((6, 5)).astype(np.float32))
     with pytest.raises(exc, match=match):
         import_onnx(gather_model(table, **kw))
@@ -109,3 +111,31 @@ def test_classifier_batch_invariance_and_bad_ids(classifier):
     with pytest.raises(InputError, match=r"token id 1000 at index \[2, 7\] is outside the "
                                          r"vocabulary \[0, 1000\)"):
         sess.run(None, {"tokens": ids})
+
+
+def test_requantized_constant_operand():
+    """QuantizeLinear of a dequantized constant (torch shares a weight through Identity and
+    quantize_static quantizes it again) folds to Q(DQ(q)) in float32, as onnxruntime does."""
+    rng = np.random.default_rng(9)
+    q = rng.integers(-128, 128, (5,)).astype(np.int8)
+    s1, s2, z2 = np.float32(0.03), np.float32(0.047), np.int8(-7)
+    c = lambda a, n: numpy_helper.from_array(np.asarray(a), n)  # noqa: E731
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "s1", "z1"], ["wd"]),
+             helper.make_node("QuantizeLinear", ["wd", "s2", "z2"], ["wq"]),
+             helper.make_node("DequantizeLinear", ["wq", "s2", "z2"], ["wdd"]),
+             helper.make_node("Add", ["xd", "wdd"], ["a"]),
+             helper.make_node("QuantizeLinear", ["a", "ys", "z1"], ["aq"]),
+             helper.make_node("DequantizeLinear", ["aq", "ys", "z1"], ["y"])]
+    inits = [c(q, "w"), c(s1, "s1"), c(np.int8(0), "z1"), c(s2, "s2"), c(z2, "z2"),
+             c(np.float32(0.02), "xs"), c(np.int8(3), "xz"), c(np.float32(0.05), "ys")]
+    g = helper.make_graph(nodes, "rq", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      ["N", 4, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    graph = import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)],
+                                          ir_version=8))
+    (const,) = [n for n in graph.nodes if n.op == "constant"]
+    want = np.clip(np.rint((q.astype(np.float32) * s1) / s2) + z2, -128, 127).astype(np.int8)
+    np.testing.assert_array_equal(graph.param(const, "value").reshape(-1), want)
+    assert graph.quant[const.outputs[0]] == (float(s2), int(z2))

@@ -45,6 +45,8 @@ class QDQOps:
         out_type = self._q_output_type(node)
         if isinstance(x, Const):
             return self._quantize_const(node, x.value, a)
+        if isinstance(x, QConst):  # a dequantized weight quantized again (torch's shared weights)
+            return self._quantize_const(node, x.real(), a)
         s, z, zt = self._yparams(node, 1, 2, out_type)
         if isinstance(x, FloatIn):  # its scale was checked against every reader in _inputs
             return Int(self.boundary[x.name], zt)

@@ -49,9 +49,13 @@ class TokenOps:
             self._fail(node, "gathers token ids along an axis other than 0 of the table",
                        exc=UnsupportedOpError)
         table = self._in(node, 0)
-        if isinstance(table, Const):
+        if isinstance(table, Const) and table.value.dtype.kind == "f":
             self._fail(node, "a float embedding table has no int8 form",
                        "quantize the model (quantize_static quantizes Gather's table)",
+                       UnsupportedOpError)
+        if isinstance(table, Const):  # QOperator: the scale is only stated by the readers
+            self._fail(node, "a raw integer table (QOperator format) is not supported",
+                       "quantize with quant_format=QDQ: DequantizeLinear states its scale",
                        UnsupportedOpError)
         if not (isinstance(table, QConst) and table.q.dtype == np.int8 and table.q.ndim == 2
                 and not table.scale.ndim):
