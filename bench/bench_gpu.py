@@ -3,8 +3,11 @@
 1. int8 GEMM M = N = K (4096): a one-node dense graph (x (M, K) @ W, per-column
    requantization to int8) through the CUDA backend's executable, with both weight
    layouts: w (N, K), trans_w=1, what an ONNX Gemm with transB=1 imports (a warp
-   reads 32 different rows: uncoalesced), and w (K, N), trans_w=0 (coalesced).
-   Kernel time: CUDA events around the dense_v1 launch, L2 flushed before each run;
+   reads 32 different rows: uncoalesced), and w (K, N), trans_w=0 (coalesced);
+   then the same product as a matmul of two activations (per-tensor requantization).
+   Every kernel variant of each (dense_v1..v5, matmul_v1..v5; the tensor-core ones
+   run as v2 below sm_80). Kernel time: CUDA events around the launch, L2 flushed
+   before each run;
    run time: the whole exe.run (upload of x, kernel, download of y). Before timing,
    the int8 output must equal reference/dense.py on a few hundred sampled rows (the
    full int64 reference of 4096^3 takes minutes in numpy). Then torch._int_mm
@@ -33,7 +36,6 @@ Exit status 1 when a bit-exactness check fails or a part raised (results still w
 """
 import argparse
 import contextlib
-import itertools
 import json
 import os
 import platform
@@ -56,15 +58,14 @@ from synapse_gpu.backends import cpu, cuda, cuda_variants  # noqa: E402
 from synapse_gpu.errors import DeviceError  # noqa: E402
 from synapse_gpu.graph import GraphBuilder  # noqa: E402
 from synapse_gpu.reference.boundary import quantize  # noqa: E402
-from synapse_gpu.reference.dense import dense  # noqa: E402
+from synapse_gpu.reference.dense import dense, matmul  # noqa: E402
 from synapse_gpu.session import load_any  # noqa: E402
 from synapse_gpu.validate import validate  # noqa: E402
 from timing import median_times  # noqa: E402
 
 # int8 dense (no sparsity) tensor-core TOPS, NVIDIA datasheets; the first name
 # fragment found in the device name wins, so the PCIe/NVL parts come first.
-GEMM_VARIANTS = ("v1", "v2", "v3")  # cuda_kernels/dense.cu
-MODEL_VARIANTS = ("v1", "v2", "v3", "v4")  # cuda_kernels/conv.cu
+MODEL_VARIANTS = cuda_variants.VARIANTS["conv"]  # cuda_kernels/conv.cu
 INT8_PEAK_TOPS = (("H100 PCIe", 1513), ("H100 NVL", 1671), ("H200 NVL", 1671),
                   ("H100", 1979), ("H200", 1979))
 CHECK_ROWS = 256
@@ -274,6 +275,17 @@ def gemm_graph(w_nk, w_scale, bias, trans_w):
     return b.build({"name": f"gemm_k{K}_trans_w{int(trans_w)}"})
 
 
+def matmul_graph(M, K, N):
+    """The GEMM as a matmul of two activations, x (1, M, K) @ w (1, K, N)."""
+    b = GraphBuilder()
+    x = b.add_input("x", (-1, M, K), scale=X_SCALE, zero_point=X_ZP)
+    w = b.add_input("w", (1, K, N), scale=0.01, zero_point=0)
+    y = build.matmul(b, x, w, y_scale=X_SCALE * 0.01 * np.sqrt(K) * 128, y_zero_point=Y_ZP,
+                     name="gemm")
+    b.add_output(y)
+    return b.build({"name": f"matmul_k{K}"})
+
+
 def bench_gemm(plat, size, reps, torch_reps, peak):
     M = N = K = size
     ops = 2 * M * N * K
@@ -286,22 +298,30 @@ def bench_gemm(plat, size, reps, torch_reps, peak):
             np.unique(np.concatenate([[0, M - 1], rng.choice(M, CHECK_ROWS - 2, replace=False)])))
     print(f"GEMM {M}x{N}x{K}: reference on {len(rows)} sampled rows ...", flush=True)
     t0 = time.perf_counter()
-    graphs = {t: gemm_graph(w_nk, w_scale, bias, t) for t in (True, False)}
-    node = graphs[True].nodes[0]
-    want = dense(x[rows], **registry.node_kwargs(node, graphs[True].buffers))  # same W both ways
+    dense_graphs = {t: gemm_graph(w_nk, w_scale, bias, t) for t in (True, False)}
+    node = dense_graphs[True].nodes[0]
+    want = dense(x[rows], **registry.node_kwargs(node, dense_graphs[True].buffers))  # same W both ways
+    mm = matmul_graph(M, K, N)
+    w_kn = np.ascontiguousarray(w_nk.T)
+    # (op, trans_w, layout, graph, feeds, reference rows)
+    cases = [("dense", int(t), "w (N, K), trans_w=1" if t else "w (K, N), trans_w=0", g, {"x": x},
+              want) for t, g in dense_graphs.items()]
+    cases.append(("matmul", None, "x (M, K) @ w (K, N), two activations", mm,
+                  {"x": x[None], "w": w_kn[None]},
+                  matmul(x[rows], w_kn, **registry.node_kwargs(mm.nodes[0], mm.buffers))))
     print(f"  reference: {time.perf_counter() - t0:.1f} s", flush=True)
     res = {"M": M, "N": N, "K": K, "ops": ops, "checked_rows": len(rows), "synapse": []}
-    for (trans_w, graph), variant in itertools.product(graphs.items(), GEMM_VARIANTS):
+    runs = [(c, v) for c in cases for v in cuda_variants.VARIANTS[c[0]]]
+    for (op, trans_w, layout, graph, feeds, want), variant in runs:
         timed = LaunchTimer(plat.backend_device(), plat)
         exe = cuda.CudaExecutable(graph, validate(graph, strict=False).traversal, dev=timed,
                                   variant=variant)
-        variant = exe.variants.chosen["gemm"]  # v3 runs as v2 below sm_80
-        if any(r["variant"].startswith(f"dense_{variant},") and r["trans_w"] == trans_w
-               for r in res["synapse"]):
+        variant = exe.variants.chosen["gemm"]  # v3, v5 run as v2 below sm_80
+        label = f"{op}_{variant}, {layout}"
+        if any(r["variant"] == label for r in res["synapse"]):
             continue
-        label = f"dense_{variant}, " + ("w (N, K), trans_w=1" if trans_w else "w (K, N), trans_w=0")
-        feeds, out = {"x": x}, graph.outputs[0].name
-        y = exe.run(feeds)[0][out]
+        out = graph.outputs[0].name
+        y = exe.run(feeds)[0][out].reshape(M, N)
         mismatches = int(np.count_nonzero(y[rows] != want))
         print(f"  {label}: {'bit-exact' if mismatches == 0 else f'{mismatches} MISMATCHES'} "
               f"on the sampled rows", flush=True)
@@ -315,7 +335,7 @@ def bench_gemm(plat, size, reps, torch_reps, peak):
             run.append(time.perf_counter() - t0)
             kernel.append(timed.take_seconds())
         k = float(np.median(kernel))
-        r = {"variant": label, "trans_w": int(trans_w), "bit_exact": mismatches == 0,
+        r = {"variant": label, "op": op, "trans_w": trans_w, "bit_exact": mismatches == 0,
              "mismatches": mismatches, "kernel_ms": k * 1e3, "gops": ops / k / 1e9,
              "peak_pct": pct(ops / k / 1e12, peak), "run_ms": float(np.median(run)) * 1e3,
              "reps": reps}

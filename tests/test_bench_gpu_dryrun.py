@@ -30,9 +30,10 @@ def test_dry_run_writes_checked_results(tmp_path):
 
     g = r["gemm"]
     assert (g["M"], g["N"], g["K"], g["ops"], g["checked_rows"]) == (64, 64, 64, 2 * 64**3, 64)
-    # v1 and v2 per layout (v3 runs as v2 on the host device: no tensor cores)
-    assert [(s["trans_w"], s["variant"][:8]) for s in g["synapse"]] == [
-        (1, "dense_v1"), (1, "dense_v2"), (0, "dense_v1"), (0, "dense_v2")]
+    # v1 and v2 per layout (v3 and v5 run as v2 on the host device: no tensor cores)
+    assert [(s["trans_w"], s["variant"][:9]) for s in g["synapse"]] == [
+        (1, "dense_v1,"), (1, "dense_v2,"), (0, "dense_v1,"), (0, "dense_v2,"),
+        (None, "matmul_v1"), (None, "matmul_v2")]
     for s in g["synapse"]:
         assert s["bit_exact"] and s["mismatches"] == 0
         assert s["kernel_ms"] > 0 and s["run_ms"] > 0 and s["gops"] > 0 and s["peak_pct"] is None
@@ -61,10 +62,10 @@ def test_dry_run_writes_checked_results(tmp_path):
     assert cg["plain_ms"] > 0 and cg["graph_ms"] > 0 and cg["launches"] >= m["nodes"]
     assert "## Batch-1 latency: CUDA graph replay" in md and "| CUDA graph replay | " in md
     kv = m["kernel_variants"]
-    assert [v["variant"] for v in kv["variants"]] == ["v1", "v2", "v3", "v4"]
+    assert [v["variant"] for v in kv["variants"]] == ["v1", "v2", "v3", "v4", "v5"]
     assert all(v["bit_exact"] and v["kernel_ms"] > 0 for v in kv["variants"])
     table = json.loads((tmp_path / "cuda_variants_dry-run-host.json").read_text())
-    assert table["batch"] == 8 and set(table["layers"].values()) <= {"v1", "v2", "v3", "v4"}
+    assert table["batch"] == 8 and set(table["layers"].values()) <= {"v1", "v2", "v3", "v4", "v5"}
     assert "## Kernel variants" in md
 
 
