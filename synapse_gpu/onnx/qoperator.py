@@ -157,15 +157,46 @@ class QOperatorOps:
 
     def _binary(self, node, helper_fn):
         const = [i for i in (0, 3) if isinstance(self._in(node, i), Const)]
-        if len(const) == 1:
+        if len(const) == 1 and self._channel_constant(node, const[0]):
             return self._qlinear_const_operand(node, const[0])
-        a, c = self._qin(node, 0), self._qin(node, 3)
-        ys, yz, yt = self._yparams(node, 6, 7, self._in_type(node, 0))
+        a, c = (self._constant_tensor(node, i, 3 - i) if i in const else self._qin(node, i)
+                for i in (0, 3))
+        ys, yz, yt = self._yparams(node, 6, 7, self._in_type(node, 3 if const == [0] else 0))
         # QLinearAdd's float steps see the stored codes: uint8 ones are int8 + 128
         kw = {"code_offset": 128 if yt == TensorProto.UINT8 else 0} if helper_fn is build.add \
             else {}
         return Int(helper_fn(self.b, a, c, y_scale=ys, y_zero_point=yz, name=label(node), **kw),
                    yt)
+
+    def _channel_constant(self, node, ci):
+        """Whether constant input ci is a scalar or one value per channel (axis 1 or the
+        last): the affine rule's; any other shape is a constant tensor (_constant_tensor)."""
+        c, x = self._in(node, ci).value, self._in(node, 3 - ci)
+        if not isinstance(x, Int) or c.ndim > len(self.b.shapes[x.t]):
+            return True  # the affine rule's errors name the problem
+        rank = len(self.b.shapes[x.t])
+        varies = [i for i, d in enumerate((1,) * (rank - c.ndim) + c.shape) if d != 1]
+        return not varies or varies in ([1], [rank - 1])
+
+    def _constant_tensor(self, node, ci, xi):
+        """Constant input ci (a positional embedding) as a `constant` node: its codes, in its
+        own quantization, repeated per sample of activation input xi; the op is then the
+        two-tensor rule (QLinearAdd/QLinearMul bit for bit)."""
+        q = self._qconst_input(node, ci, "constant operand")
+        x = self._qin(node, xi)
+        shape = self.b.shapes[x]
+        full = (1,) * (len(shape) - q.q.ndim) + q.q.shape
+        if full[0] != 1:
+            self._fail(node, f"a constant operand of shape {list(q.q.shape)} varies along axis "
+                             "0, the batch", exc=UnsupportedOpError)
+        try:
+            value = np.broadcast_to(q.q.reshape(full)[0], tuple(shape[1:]))
+        except ValueError:
+            self._fail(node, f"a constant operand of shape {list(q.q.shape)} does not broadcast "
+                             f"to {list(shape)}", exc=ModelFormatError)
+        return self.b.add_node("constant", [x], params=dict(value=np.ascontiguousarray(value)),
+                               name=f"{label(node)}.constant",
+                               out_quant=(float(q.scale), int(q.zp)))
 
     def _qlinear_const_operand(self, node, ci):
         """QLinearAdd/QLinearMul with one constant input: y = x + c or x * c, c the
