@@ -141,5 +141,20 @@ def main():
     print(f"wrote {args.out}")
 
 
+def text_transformer():
+    """examples/text_transformer.py's classifier, QDQ (int64 tokens in), 64 random sequences."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+    import text_transformer as tt
+
+    path = os.path.join(zoo.cache_dir(), "text_transformer_qdq.onnx")
+    if not os.path.exists(path):
+        os.makedirs(zoo.cache_dir(), exist_ok=True)
+        tt.quantize(tt.float_model(), path)
+    return {"QDQ": path}, tt.random_tokens(np.random.default_rng(0), 64)
+
+
+EXTRA["text_transformer"] = text_transformer
+
+
 if __name__ == "__main__":
     main()
