@@ -154,6 +154,32 @@ def test_a_wrong_zero_point_correction_is_caught(monkeypatch):
             _check_variant(graph, feeds, v)
 
 
+@pytest.mark.parametrize("case", [("dense", "k48_m70_plain"), ("matmul", "k64_a_broadcast")])
+def test_v5_without_its_cp_async_wait_is_caught(gpu, monkeypatch, case):
+    """v5 takes the cp.async path on these shapes (K % 16 = 0: x's rows, a's rows; one
+    patched dense.cu module for both, conv_v5 reads its weights as matmul_v5 reads a),
+    and the emulated device
+    defers the copies: with the wait dropped they never land (tests/test_emucuda.py:
+    a read before the wait sees poison), which the launch reports."""
+    if "emucuda" not in gpu:
+        pytest.skip("a real GPU may still see the data by chance")
+    from synapse_gpu.backends import cuda_device
+
+    real = cuda_device.kernel_source
+    wait = "void wait() const { syn_cp_async_wait<0>(); }"
+    assert wait in real("dense")
+    monkeypatch.setattr(cuda_device, "kernel_source",
+                        lambda family: real(family).replace(wait, "void wait() const {}"))
+    family, name = case
+    graph, feeds = {"conv": _conv_case, "dense": _dense_case, "matmul": _matmul_case}[family](
+        name, -37, 1, 3)
+    from emucuda.device import EmulatorError
+
+    with pytest.raises(EmulatorError, match=r"(dense|matmul)_v5: cp\.async"):
+        _check_variant(graph, feeds, "v5")
+    _check_variant(graph, feeds, "v3")  # the same module's other kernels are untouched
+
+
 def small_resnet(seed=0):
     """Stem, a residual block, a strided block with a 1x1 projection, a depthwise
     stage, global pooling and a classifier: every conv shape class of a real net."""
