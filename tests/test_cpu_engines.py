@@ -261,3 +261,59 @@ def test_inspect_names_the_engine(capsys):
     assert main(["inspect", os.path.join(EXAMPLES, "digits_int8.onnx")]) == 0
     line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("cpu engine: ")]
     assert len(line) == 1 and "admitted" in line[0]
+
+
+def test_narrow_engine_is_admitted_exactly_up_to_its_limit():
+    """u8s8 with weights in [-64, 64] cannot saturate; the same self-test with the limit at
+    65 must reject u8s8 wherever its pair sums saturate (the cases reach the limit)."""
+    ok, detail = cpu_engines.admitted(cpu_engines.NARROW, 4096)
+    assert ok, detail
+    wider = cpu_engines.OrtEngine("u8s8-w65", np.int8, w_limit=65)
+    if not probe_exact(U8S8):
+        ok, detail = cpu_engines.self_test(wider, 4096)
+        assert not ok and "z_w=65" in detail
+
+
+def narrow_net(seed=6):
+    """Layers with weights in [-64, 64] (the per-layer u8s8 engine) next to full-range
+    ones, zero points at both ends."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder()
+    x = b.add_input("x", (-1, 24, 13, 11), scale=0.02, zero_point=-128)
+
+    def w(lim, *shape):
+        return rng.integers(-lim, lim + 1, shape).astype(np.int8)
+
+    h = build.conv(b, x, w(64, 32, 24, 3, 3), rng.uniform(0.001, 0.01, 32).astype(np.float32),
+                   rng.integers(-900, 900, 32).astype(np.int32), y_scale=1.0, y_zero_point=127,
+                   pads=[1, 1, 1, 1], name="narrow3x3")
+    h = build.conv(b, h, w(64, 32, 1, 3, 3), rng.uniform(0.01, 0.05, 32).astype(np.float32), None,
+                   y_scale=0.2, y_zero_point=-128, pads=[1, 1, 1, 1], group=32, relu=True, name="narrow_dw")
+    h = build.conv(b, h, w(128, 16, 32, 1, 1), rng.uniform(0.001, 0.01, 16).astype(np.float32), None,
+                   y_scale=0.5, y_zero_point=3, name="full1x1")
+    h = build.flatten(b, h, name="flat")
+    h = build.dense(b, h, w(64, 10, 16 * 13 * 11), rng.uniform(0.001, 0.01, 10).astype(np.float32), None,
+                    y_scale=60.0, y_zero_point=-20, w_zero_point=-64, name="narrow_fc")
+    b.add_output(h, "y")
+    return b.build({"name": "narrow"})
+
+
+def test_narrow_layers_run_u8s8_with_the_same_bits(monkeypatch):
+    monkeypatch.delenv(cpu_engines.ENV, raising=False)
+    g = narrow_net()
+    rep = validate(g, strict=False)
+    exe = cpu.prepare(g, rep.traversal)
+    if exe.engine == cpu_engines.FLOAT:
+        pytest.skip("no onnxruntime engine admitted on this machine")
+    narrow = cpu_engines.NARROW.name
+    assert [exe.paths[n] for n in ("narrow3x3", "narrow_dw", "narrow_fc")] == [narrow] * 3
+    assert exe.paths["full1x1"] == exe.engine != narrow
+    x = np.random.default_rng(2).integers(-128, 128, (3, 24, 13, 11)).astype(np.int8)
+    outs = _runs(g, x, monkeypatch)
+    ref = outs.pop("reference")
+    assert len(np.unique(ref)) > 3
+    np.testing.assert_array_equal(exe.run({"x": x})[0]["y"], ref)
+    for name, y in outs.items():
+        np.testing.assert_array_equal(y, ref, err_msg=name)
+    monkeypatch.setenv(cpu_engines.ENV, U8U8.name)  # naming another engine turns it off
+    assert narrow not in cpu.prepare(g, rep.traversal).paths.values()

@@ -73,10 +73,17 @@ class CpuExecutable:
         k_max = max((_reduction(n, graph.buffers) for n in fast), default=1)
         engine, self.engine_report = cpu_engines.choose(k_max) if fast else (None, [])
         self.engine = engine.name if engine is not None else cpu_engines.FLOAT
+        narrow = None
+        if engine is not None:
+            narrow, lines = cpu_engines.narrow(k_max)
+            self.engine_report += lines
+        engines = {n.name: cpu_engines.for_layer(engine, narrow, graph.param(n, "w"),
+                                                 graph.param(n, "w_zero_point")) for n in fast}
         self.paths = {}
         runs = []
         if engine is not None:
-            lowerings = [cpu_fused.lowering(n, graph.buffers, traversal.shapes, engine) for n in order]
+            lowerings = [cpu_fused.lowering(n, graph.buffers, traversal.shapes, engines.get(n.name))
+                         for n in order]
             runs = cpu_fused.runs(order, lowerings, cpu_fused.fusing() if fuse is None else fuse)
         keep = {t.name for t in graph.outputs}
         run_at = {r[0]: r for r in runs if len(r) > 1}  # one node: the per-node path, same graph
@@ -87,12 +94,13 @@ class CpuExecutable:
                 after = keep | {t for n in order[r[-1] + 1:] for t in n.inputs}
                 fused = cpu_fused.FusedRun([order[j] for j in r], [lowerings[j] for j in r], after)
                 self.steps.append(Step(fused.nodes, fused.inputs, fused.outputs, fused, fused))
-                self.paths.update({order[j].name: engine.name for j in r if order[j].op in _FAST})
+                self.paths.update({order[j].name: engines[order[j].name].name for j in r
+                                   if order[j].op in _FAST})
                 i = r[-1] + 1
                 continue
             n = order[i]
             if n.op in _FAST:
-                fn, self.paths[n.name] = _fast_step(n, graph.buffers, engine)
+                fn, self.paths[n.name] = _fast_step(n, graph.buffers, engines[n.name])
             else:
                 fn = _step(n, graph.buffers)
             self.steps.append(_node_step(n, fn))
@@ -100,9 +108,9 @@ class CpuExecutable:
         if verbose:
             for line in self.engine_report:
                 print(f"synapse: cpu engine {line}")
-            on_float = sum(p == cpu_engines.FLOAT for p in self.paths.values())
-            print(f"synapse: cpu: {len(self.paths) - on_float} conv/dense layers on {self.engine}, "
-                  f"{on_float} on {cpu_engines.FLOAT}; {len(run_at)} fused onnxruntime graphs "
+            counts = ", ".join(f"{e}: {sum(p == e for p in self.paths.values())}"
+                               for e in sorted(set(self.paths.values())))
+            print(f"synapse: cpu: conv/dense layers on {counts or 'none'}; {len(run_at)} fused onnxruntime graphs "
                   f"({sum(map(len, run_at.values()))} of {len(order)} nodes)")
         last = {}
         for i, s in enumerate(self.steps):

@@ -6,6 +6,12 @@ Candidates, in order of preference (see `ENGINES`):
   pairs of products into int16 with saturation (vpmaddubsw) and is NOT exact
   (2 * 255 * 128 > 32767; onnxruntime issue #14642): there the self-test rejects it at
   its first cases, in a few milliseconds.
+- onnxruntime-u8s8-w64 (per layer, next to the engine chosen): u8s8 for the layers whose
+  int8 weights and weight zero point lie in [-64, 64]. There the pair sums cannot
+  saturate even with vpmaddubsw: |x1 w1 + x2 w2| <= 2 * 255 * 64 = 32640 < 32767 (MLAS
+  multiplies the raw uint8 codes by the raw int8 weights and applies the zero points
+  afterwards, in int32 sums). Its self-test runs every case with the weights held
+  inside the limit, at both ends; reduce_range quantizers write such weights.
 - onnxruntime-u8u8: MLAS uint8 x uint8 (weights shifted by 128). Its x86 kernels widen
   to 16 bits and multiply-add pairs into int32 (vpmaddwd): no saturation anywhere.
   Measured on a 2-core AVX2 EPYC: 4-5x the float32 path on ResNet-50's convs.
@@ -16,7 +22,8 @@ Every onnxruntime engine is admitted per machine by `self_test`, once per proces
 reduction length (cached): adversarial layers built through the engine's own code
 path, compared with an independent int64 computation (raw accumulators) and with the
 numpy reference (fused requantization). An engine that fails any case is never used.
-SYNAPSE_CPU_ENGINE=<name> puts one candidate first (it must still pass the self-test).
+SYNAPSE_CPU_ENGINE=<name> puts one candidate first (it must still pass the self-test);
+any name but onnxruntime-u8s8-w64 also turns the per-layer u8s8-w64 off.
 """
 from __future__ import annotations
 
@@ -36,8 +43,14 @@ FULL_SCALE_K = ((1 << 31) - 1) // (255 * 255)
 class OrtEngine:
     """Conv and dense as onnxruntime graphs (cpu_ort.py) with the given weight type."""
 
-    def __init__(self, name, weight_dtype):
-        self.name, self.weight_dtype = name, weight_dtype
+    def __init__(self, name, weight_dtype, w_limit=None):
+        self.name, self.weight_dtype, self.w_limit = name, weight_dtype, w_limit
+
+    def fits(self, w, w_zero_point):
+        """Whether the layer's weights are inside the engine's limit (if it has one)."""
+        lim = self.w_limit
+        return lim is None or bool(np.abs(np.asarray(w, np.int64)).max(initial=0) <= lim
+                                   and np.abs(np.asarray(w_zero_point, np.int64)).max(initial=0) <= lim)
 
     def conv(self, M32, **params):
         return cpu_ort.conv_layer(self.weight_dtype, M32, **params)
@@ -47,6 +60,7 @@ class OrtEngine:
 
 
 ENGINES = [OrtEngine("onnxruntime-u8s8", np.int8), OrtEngine("onnxruntime-u8u8", np.uint8)]
+NARROW = OrtEngine("onnxruntime-u8s8-w64", np.int8, w_limit=64)
 _results = {}  # (engine name, reduction bucket) -> (admitted, detail)
 
 
@@ -101,18 +115,23 @@ def _limit(v, zp, k_full):
     return v
 
 
-def _dense_cases(k_max, rng):
+def _held(w, lim):
+    """Weights (or zero points) held inside [-lim, lim]: the extremes land on the limit."""
+    return w if lim is None else np.clip(w, -lim, lim).astype(np.asarray(w).dtype)
+
+
+def _dense_cases(k_max, rng, lim=None):
     lengths = sorted({1, 2, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257,
                       1023, 1024, 1025, k_max - 1, k_max})
     for k in lengths:
         for xz, wz in ((-128, 127), (127, -128), (-128, -128), (127, 127), (0, 0)):
-            k_full = min(k, FULL_SCALE_K)
+            k_full, wz = min(k, FULL_SCALE_K), int(_held(wz, lim))
             x = _limit(_patterns(k, 9, rng), xz, k_full)
-            W = _limit(_patterns(k, 8, rng), wz, k_full).T  # (K, M)
+            W = _limit(_held(_patterns(k, 8, rng), lim), wz, k_full).T  # (K, M)
             yield x, W, xz, wz
 
 
-def _conv_cases(rng):
+def _conv_cases(rng, lim=None):
     """(x, params) conv layers: code-extreme weights, inputs constant over each channel's
     plane (so every window away from the border sees the same values), multiplier 1 and
     bias = -(the exact centre accumulator): the reference output is z_y = 0 there, and any
@@ -131,8 +150,8 @@ def _conv_cases(rng):
              (512, 8, (5, 5), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, -128, 127)]
     one_m, one_k = quantize_multiplier(np.float32(1))
     for C, M, sp, ker, st, pads, dil, g, xz, wz in specs:
-        K = C // g * int(np.prod(ker))
-        w = _limit(_patterns(K, M, rng), wz, FULL_SCALE_K).reshape((M, C // g) + ker)
+        K, wz = C // g * int(np.prod(ker)), int(_held(wz, lim))
+        w = _limit(_held(_patterns(K, M, rng), lim), wz, FULL_SCALE_K).reshape((M, C // g) + ker)
         base = dict(w=w, w_zero_point=np.full(M, wz), x_zero_point=xz, strides=list(st), pads=list(pads),
                     dilations=list(dil), group=g, y_zero_point=0)
         planes = _patterns(C, 1, rng)[0] if C > 1 else np.array([127], np.int8)
@@ -190,7 +209,7 @@ def self_test(engine, k_max):
     rng = np.random.default_rng(20261201)
     raw = dict(multiplier=None, shift=None, y_zero_point=0)
     try:
-        for x, W, xz, wz in _dense_cases(k_max, rng):
+        for x, W, xz, wz in _dense_cases(k_max, rng, engine.w_limit):
             M = W.shape[1]
             bias = rng.integers(-1000, 1000, M).astype(np.int32)
             layer = engine.dense(None, fused=False, w=W, bias=bias, w_zero_point=np.full(M, wz),
@@ -198,7 +217,7 @@ def self_test(engine, k_max):
             want = _acc_dense(x, W, xz, wz, bias)
             if layer is None or not np.array_equal(layer(x), want):
                 return False, f"dense accumulators differ (K={x.shape[1]}, z_x={xz}, z_w={wz})"
-        for x, p in _conv_cases(rng):
+        for x, p in _conv_cases(rng, engine.w_limit):
             layer = engine.conv(multiplier_f32(p["multiplier"], p["shift"]), **p)
             if layer is None or not np.array_equal(layer(x), ref_conv(x, **p)):
                 return False, f"conv differs (weights {p['w'].shape}, group {p['group']})"
@@ -217,9 +236,9 @@ def self_test(engine, k_max):
 def candidates():
     """ENGINES in order of preference, $SYNAPSE_CPU_ENGINE first when set."""
     forced = os.environ.get(ENV, "")
-    if forced and forced != FLOAT and forced not in [e.name for e in ENGINES]:
-        raise ValueError(f"{ENV}={forced!r}: expected one of "
-                         f"{[e.name for e in ENGINES] + [FLOAT]}")
+    names = [e.name for e in ENGINES] + [NARROW.name, FLOAT]
+    if forced and forced not in names:
+        raise ValueError(f"{ENV}={forced!r}: expected one of {names}")
     if forced == FLOAT:
         return []
     return sorted(ENGINES, key=lambda e: e.name != forced)
@@ -243,3 +262,19 @@ def choose(k_max):
             return engine, lines
     lines.append(f"{FLOAT}: admitted (exact by proof)")
     return None, lines
+
+
+def narrow(k_max):
+    """(NARROW or None, report lines): the per-layer u8s8-w64 engine where admitted and not
+    turned off by $SYNAPSE_CPU_ENGINE naming another engine."""
+    forced = os.environ.get(ENV, "")
+    if forced and forced != NARROW.name:
+        return None, []
+    ok, detail = admitted(NARROW, k_max)
+    return (NARROW if ok else None), [f"{NARROW.name}: {'admitted' if ok else 'rejected'} ({detail}), "
+                                      f"for layers with weights in [-{NARROW.w_limit}, {NARROW.w_limit}]"]
+
+
+def for_layer(engine, narrow_engine, w, w_zero_point):
+    """The engine a conv/dense layer runs on: the narrow one where its weights fit."""
+    return narrow_engine if narrow_engine is not None and narrow_engine.fits(w, w_zero_point) else engine
