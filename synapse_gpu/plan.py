@@ -104,6 +104,9 @@ def _check_token_inputs(graph, bad):
             if (i in tokens) != (n.op == "embedding"):
                 bad(f"node {n.name!r} (op {n.op})", f"reads {i!r}: token ids are read by "
                     "embedding nodes only, and an embedding reads only a token input")
+    unread = tokens - {i for n in graph.nodes if n.op == "embedding" for i in n.inputs}
+    if unread:  # its ids could not be range-checked against any table
+        bad(f"graph input {sorted(unread)[0]!r}", "token ids that no embedding reads")
 
 
 def topological_order(graph):

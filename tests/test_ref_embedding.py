@@ -135,6 +135,10 @@ def test_token_inputs_are_read_by_embedding_only():
     g.inputs[0].dtype = "int8"  # an embedding reading int8 codes as ids
     with pytest.raises(ModelFormatError, match="an embedding reads only a token input"):
         InferenceSession(g, device="cpu")
+    g = token_graph(50, (4,), 8)
+    g.inputs.append(TensorSpec("unread", (BATCH, 4, ID_BYTES), 1.0, 0, "int64"))
+    with pytest.raises(ModelFormatError, match="'unread': token ids that no embedding reads"):
+        InferenceSession(g, device="cpu")
     for dtype, shape in (("float32", (BATCH, 4, 4)), ("int64", (BATCH, 4, 3))):
         g = token_graph(50, (4,), 8)
         g.inputs[0] = TensorSpec("tokens", shape, 1.0, 0, dtype)
