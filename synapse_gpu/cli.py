@@ -109,7 +109,9 @@ def cmd_inspect(args):
     for k, v in sorted(g.metadata.items()):
         print(f"{k}: {v}")
     for t in g.inputs:
-        print(f"input  {t.name}: {list(t.shape)} int8 (scale {t.scale:.6g}, zero point {t.zero_point})")
+        print(f"input  {t.name}: {list(t.shape[:-1])} int64 token ids (4 bytes each inside)"
+              if t.dtype == "int64" else
+              f"input  {t.name}: {list(t.shape)} int8 (scale {t.scale:.6g}, zero point {t.zero_point})")
     for t in g.outputs:
         print(f"output {t.name}: {list(t.shape)} int8 (scale {t.scale:.6g}, zero point {t.zero_point})")
     print(f"{'node':<32} {'op':<16} {'output shape':<22} {'params':>9} {'acc bound':>12} {'terms':>7} {'cost':>11}")

@@ -170,3 +170,5 @@ def test_cli_runs_token_ids_and_refuses_bad_ones(tmp_path, capsys):
                  "cpu", "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "InputError: input 'tokens': token id 50 at index [5, 0]" in err
+    assert main(["inspect", str(tmp_path / "t.syn")]) == 0
+    assert "input  tokens: [-1, 4] int64 token ids" in capsys.readouterr().out
