@@ -1,7 +1,9 @@
 """Small networks on the CPU, synapse_gpu vs onnxruntime on the same files, one process:
 a MobileNetV2 (bench/mobilenet_v2.py, 224 x 224, quantized like the ResNet-50
 benchmark) and the digits MLP shipped in synapse_gpu/examples (digits_int8.onnx).
-Batch-1 latency and batch-8 throughput, ratios printed (timing.py:compare_files).
+Batch-1 latency and batch-8 throughput, ratios printed (timing.py:compare_files); then
+the MobileNetV2 QOperator files against onnxruntime on their uint8-weight copies
+(bench_resnet50_cpu.py:ceiling).
 
     python bench/bench_small_cpu.py [--quick] [--out bench/results/small_cpu.md]
 """
@@ -14,6 +16,7 @@ import numpy as np
 import synapse_gpu
 from mobilenet_v2 import quantized_mobilenet_v2
 from synapse_gpu.examples.resnet50 import images
+from bench_resnet50_cpu import CEILING_HEAD, ceiling, fused_line
 from timing import QuietCheck, compare_files, load_line, machine_line, table
 
 DEFAULT = "QOperator-uint8,QOperator-uint8-r7,QDQ"
@@ -40,9 +43,15 @@ def main():
         rows, engines = compare_files(files, images(8, 7), rounds, reps, args.threads)
         more, engines2 = compare_files({"digits (QDQ file)": os.path.join(examples, "digits_int8.onnx")},
                                        digits, rounds * 4, reps * 4, args.threads)
+        ceil = [ceiling(k, p, images(8, 7), rounds, reps, args.threads) for k, p in files.items()
+                if "QOperator" in k]
     lines = [machine_line(), f"Synapse CPU engine: {', '.join(sorted(set(engines + engines2)))}; "
-             f"{args.threads} threads per layer (onnxruntime: intra_op_num_threads)", ""]
-    lines += table(rows + more) + ["", quiet.line(), load_line()]
+             f"{args.threads} threads (onnxruntime: intra_op_num_threads); {fused_line()}", ""]
+    lines += table(rows + more)
+    if ceil:
+        lines += ["", "The QOperator files with uint8 weights (onnxruntime's exact u8u8 kernels on AVX2, "
+                  "default optimizations), interleaved:", ""] + CEILING_HEAD + ceil
+    lines += ["", quiet.line(), load_line()]
     text = "\n".join(lines)
     print(text)
     if args.out:
