@@ -3,12 +3,16 @@
 Times every step of the CPU executable (the same steps `InferenceSession.run` takes),
 median over runs, grouped by op (convs also by kernel size), and prints the engine
 the self-test admitted. A fused onnxruntime graph is one step ($SYNAPSE_CPU_FUSE=0
-times each layer on its own instead). Example (ResNet-50 from bench/bench_resnet50_cpu.py):
+times each layer on its own instead; --ort-ops breaks the fused graphs down by ONNX op
+with onnxruntime's profiler). Example (ResNet-50 from bench/bench_resnet50_cpu.py):
 
     python bench/profile_cpu.py /tmp/synapse_resnet50/resnet50_QOperator-uint8.onnx \
-        --batch 1,8 --out bench/results/profile_resnet50_cpu.md
+        --batch 1,8 --ort-ops --out bench/results/profile_resnet50_cpu.md
 """
 import argparse
+import json
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -44,12 +48,47 @@ def profile(sess, batch, runs):
     return np.median(times, axis=0)
 
 
+def ort_op_times(model, batch, runs):
+    """{ONNX op type: (nodes, seconds per run)} inside the fused onnxruntime graphs, from
+    onnxruntime's own profiler (a fresh session whose graphs are built with it on)."""
+    import onnxruntime as ort
+
+    base = ort.SessionOptions
+
+    class Profiled(base):
+        def __init__(self):
+            super().__init__()
+            self.enable_profiling = True
+            self.profile_file_prefix = os.path.join(tempfile.gettempdir(), "synapse_cpu_profile")
+
+    ort.SessionOptions = Profiled
+    try:
+        sess = sg.InferenceSession(model, device="cpu")
+        spec = sess.graph.inputs[0]
+        x = np.random.default_rng(0).integers(-128, 128, (batch,) + tuple(spec.shape[1:])).astype(np.int8)
+        for _ in range(runs):
+            sess._exe.run({spec.name: x})
+    finally:
+        ort.SessionOptions = base
+    totals = {}
+    for step in sess._exe.steps:
+        for ort_sess, _, _ in (step.fused.run.sessions.values() if step.fused is not None else []):
+            with open(ort_sess.end_profiling()) as f:
+                for e in json.load(f):
+                    if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                        n, t = totals.get(e["args"]["op_name"], (0, 0.0))
+                        totals[e["args"]["op_name"]] = (n + 1, t + e["dur"] * 1e-6)
+    return {op: (n // runs, t / runs) for op, (n, t) in totals.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("--batch", default="1,8", help="batch sizes, comma-separated")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", help="also write the tables (markdown) here")
+    ap.add_argument("--ort-ops", action="store_true",
+                    help="also time the ONNX ops inside the fused graphs (onnxruntime's profiler)")
     args = ap.parse_args()
     sess = sg.InferenceSession(args.model, device="cpu")
     exe = sess._exe
@@ -69,6 +108,14 @@ def main():
             for k, (n, s) in sorted(groups.items(), key=lambda kv: -kv[1][1]):
                 lines.append(f"| {k} | {n} | {s * 1e3:.2f} | {s / total:.0%} |")
             lines.append(f"| total (steps only) | {len(exe.steps)} | {total * 1e3:.2f} | 100% |")
+            ops = ort_op_times(args.model, batch, args.runs) if args.ort_ops else {}
+            if ops:
+                total = sum(t for _, t in ops.values())
+                lines += ["", f"batch {batch}, inside the fused graphs (onnxruntime's profiler, "
+                          f"mean of {args.runs} runs):", "", "| ONNX op | nodes | ms | share |",
+                          "|---|---|---|---|"]
+                lines += [f"| {op} | {n} | {t * 1e3:.2f} | {t / total:.0%} |"
+                          for op, (n, t) in sorted(ops.items(), key=lambda kv: -kv[1][1])]
     lines += ["", quiet.line(), load_line()]
     text = "\n".join(lines)
     print(text)
