@@ -139,3 +139,23 @@ def test_requantized_constant_operand():
     want = np.clip(np.rint((q.astype(np.float32) * s1) / s2) + z2, -128, 127).astype(np.int8)
     np.testing.assert_array_equal(graph.param(const, "value").reshape(-1), want)
     assert graph.quant[const.outputs[0]] == (float(s2), int(z2))
+
+
+def test_torch_built_classifier(tmp_path):
+    """The same classifier written in torch and exported by torch.onnx (skipped without torch,
+    which is no test dependency). onnxruntime's optimized run saturates u8s8 sums on these
+    weights (4% identical, top-1 89.7% on AVX2), so the exact comparison is with its
+    unoptimized run (measured on 3 x 100 sequences: 30-33% identical, max 4, top-1 97-100%);
+    fidelity to the float model as onnxruntime's own float path (measured: top-1 96% vs
+    97%, mean distance 1.39 vs 1.40 steps)."""
+    pytest.importorskip("torch")
+    tt = example()
+    model = tt.torch_model()
+    path = tt.quantize(model, str(tmp_path / "torch_qdq.onnx"))
+    assert {"embedding", "constant", "matmul", "softmax", "layernorm"} <= {
+        n.op for n in import_onnx(path).nodes}
+    same, worst, top1 = tt.agreement(path, samples=100, seed=11, optimized=False)
+    assert same >= 0.2 and worst <= 6 and top1 >= 0.95
+    fid = tt.float_fidelity(model, path, samples=100)
+    (s_top1, s_dist), (o_top1, o_dist) = fid["synapse"], fid["onnxruntime unoptimized"]
+    assert s_top1 >= o_top1 - 0.05 and s_dist <= 1.5 * o_dist
