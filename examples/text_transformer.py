@@ -24,7 +24,7 @@ OPSET = 17
 
 
 def float_model(seed=0, vocab=VOCAB, seq=SEQ, d=D_MODEL, heads=HEADS, ffn=FFN, classes=CLASSES,
-                layers=LAYERS):
+                layers=LAYERS, pool="mean"):
     """The float32 classifier as an onnx.ModelProto: tokens (N, seq) int64 -> logits (N, classes)."""
     rng = np.random.default_rng(seed)
     inits, nodes = [], []
@@ -77,7 +77,10 @@ def float_model(seed=0, vocab=VOCAB, seq=SEQ, d=D_MODEL, heads=HEADS, ffn=FFN, c
         g = op("Mul", [op("Mul", [h, e], f"{p}.gelu_mul"),
                        const(f"{p}.half", np.array(0.5, np.float32))], f"{p}.gelu")
         x = layer_norm(op("Add", [x, linear(g, f"{p}.ff2", ffn, d)], f"{p}.res2"), f"{p}.ln2")
-    pooled = op("ReduceMean", [x], "pool", axes=[1], keepdims=0)
+    if pool == "mean":
+        pooled = op("ReduceMean", [x], "pool", axes=[1], keepdims=0)
+    else:  # the first token's state (BERT's [CLS] position)
+        pooled = op("Gather", [x, const("first", np.array(0, np.int64))], "pool", axis=1)
     linear(pooled, "logits", d, classes)
     graph = helper.make_graph(
         nodes, "text_transformer",
@@ -223,11 +226,17 @@ def main(argv=None):
     ap.add_argument("out", nargs="?", default=None)
     ap.add_argument("--samples", type=int, default=300)
     ap.add_argument("--torch", action="store_true", help="build the model in torch and export it")
+    ap.add_argument("--pool", choices=("mean", "first"), default="mean",
+                    help="mean pool, or the first token's state (onnx.helper build)")
+    ap.add_argument("--format", choices=("QDQ", "QOperator"), default="QDQ",
+                    help="quantize_static's format (QOperator leaves ReduceMean float: use "
+                         "--pool first)")
     args = ap.parse_args(argv)
     out = args.out or tempfile.mkdtemp(prefix="text_transformer_")
     os.makedirs(out, exist_ok=True)
-    model = torch_model() if args.torch else float_model()
-    path = quantize(model, os.path.join(out, f"text_transformer{'_torch' * args.torch}_qdq.onnx"))
+    model = torch_model() if args.torch else float_model(pool=args.pool)
+    name = f"text_transformer{'_torch' * args.torch}_{args.pool}_{args.format}.onnx"
+    path = quantize(model, os.path.join(out, name), fmt=args.format)
     for optimized in (True, False):
         same, worst, top1 = agreement(path, args.samples, optimized=optimized)
         print(f"{path}: {args.samples} sequences vs onnxruntime{'' if optimized else ' unoptimized'}: "

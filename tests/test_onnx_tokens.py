@@ -65,9 +65,31 @@ def test_quantized_gather_is_an_embedding_equal_to_onnxruntime():
     np.testing.assert_array_equal(ours.astype(np.float32) * np.float32(0.05), theirs)
 
 
+def test_qoperator_gather_reads_the_raw_table():
+    """QOperator: Gather on the uint8 codes, the reader (here a DequantizeLinear) states
+    their scale and zero point; codes shifted to int8, the same real values."""
+    table = np.random.default_rng(3).integers(0, 256, (30, 4)).astype(np.uint8)
+    table[0, 0], table[-1, -1] = 0, 255
+    nodes = [helper.make_node("Gather", ["table", "tokens"], ["e"]),
+             helper.make_node("DequantizeLinear", ["e", "s", "z"], ["y"])]
+    inits = [numpy_helper.from_array(table, "table"),
+             numpy_helper.from_array(np.array(0.04, np.float32), "s"),
+             numpy_helper.from_array(np.array(131, np.uint8), "z")]
+    g = helper.make_graph(nodes, "qop", [helper.make_tensor_value_info(
+        "tokens", TensorProto.INT64, ["N", 5])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    ids = np.random.default_rng(4).integers(0, 30, (3, 5))
+    ids[0, 0], ids[-1, -1] = 0, 29
+    ours = InferenceSession(model, device="cpu").run(None, {"tokens": ids})[0]
+    theirs = ort.InferenceSession(model.SerializeToString(), providers=[
+        "CPUExecutionProvider"]).run(None, {"tokens": ids})[0]
+    np.testing.assert_array_equal(ours, theirs)
+
+
 @pytest.mark.parametrize("kw,exc,match", [
     (dict(), UnsupportedOpError, "a float embedding table has no int8 form"),
-    (dict(raw_int8=True), UnsupportedOpError, r"a raw integer table \(QOperator format\)"),
+    (dict(raw_int8=True), OnnxImportError, "'e': no node states its scale and zero point"),
     (dict(table_scale=0.05, axis=1), UnsupportedOpError, "axis other than 0"),
     (dict(table_scale=0.05, consumer="Cast"), OnnxImportError,
      "token-id graph input 'tokens' is read by node .* \\(op Cast\\)"),

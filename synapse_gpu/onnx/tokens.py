@@ -3,7 +3,8 @@
 Gather(DequantizeLinear(int8 table), ids) (quantize_static's QDQ form) becomes one
 `embedding` node (reference/embedding.py): the output is exact rows of the int8
 table, with the table's scale and zero point, so the DequantizeLinear commutes with
-the Gather and no arithmetic is needed. The ids are a graph input of dtype "int64",
+the Gather and no arithmetic is needed. QOperator's Gather on the raw int8/uint8 codes
+takes the scale its QLinear reader states. The ids are a graph input of dtype "int64",
 carried as their int32 bytes (N, S..., 4) and range-checked per run by the session.
 Anything else that reads the ids is refused: Synapse computes on int8 tensors only.
 """
@@ -17,7 +18,7 @@ from onnx import TensorProto
 from ..errors import OnnxImportError, UnsupportedOpError
 from ..reference.embedding import ID_BYTES
 from .checks import label
-from .values import Const, Deq, QConst, describe
+from .values import Const, Deq, Int, QConst, describe, int8_codes, int8_onnx_type
 
 ID_TYPES = (TensorProto.INT64, TensorProto.INT32)
 
@@ -53,10 +54,8 @@ class TokenOps:
             self._fail(node, "a float embedding table has no int8 form",
                        "quantize the model (quantize_static quantizes Gather's table)",
                        UnsupportedOpError)
-        if isinstance(table, Const):  # QOperator: the scale is only stated by the readers
-            self._fail(node, "a raw integer table (QOperator format) is not supported",
-                       "quantize with quant_format=QDQ: DequantizeLinear states its scale",
-                       UnsupportedOpError)
+        if isinstance(table, Const):
+            return self._raw_table(node, ids, table.value)
         if not (isinstance(table, QConst) and table.q.dtype == np.int8 and table.q.ndim == 2
                 and not table.scale.ndim):
             got = (f"{table.q.dtype} {list(table.q.shape)} with {table.scale.size} scale(s)"
@@ -67,3 +66,19 @@ class TokenOps:
         y = self.b.add_node("embedding", [ids.t], params=dict(table=table.q), name=label(node),
                             out_quant=(s, z))
         return Deq(y, s, z)
+
+    def _raw_table(self, node, ids, q):
+        """QOperator: Gather reads the int8/uint8 codes; the QLinear op that reads the output
+        states their scale and zero point (as for an int8 graph input)."""
+        onnx_type = int8_onnx_type(q)
+        if onnx_type is None or q.ndim != 2:
+            self._fail(node, f"the table must be a 2-D int8/uint8 constant, got {q.dtype} "
+                             f"{list(q.shape)}", exc=UnsupportedOpError)
+        readers = {}
+        for n in self.order:
+            for k, i in enumerate(n.input):
+                readers.setdefault(i, []).append((n, k))
+        s, z = self._int_input_params(node.output[0], onnx_type, readers)
+        y = self.b.add_node("embedding", [ids.t], params=dict(table=int8_codes(node, q, "table")),
+                            name=label(node), out_quant=(s, z))
+        return Int(y, onnx_type)
