@@ -89,18 +89,21 @@ extern "C" __global__ void conv1d_v1(
     SYN_FOR_EACH_OUTPUT(i, N * M * OW) y[i] = conv_output(a, i);
 }
 
-extern "C" __global__ void conv2d_v1(
-    const i8* x, const i8* w, const int* bias, const i64* multiplier, const i64* shift,
-    const int* w_zero_point, i8* y,
-    i64 N, i64 C, i64 H, i64 W, i64 M, i64 OH, i64 OW, i64 KH, i64 KW,
-    i64 stride_h, i64 stride_w, i64 pad_h, i64 pad_w, i64 dil_h, i64 dil_w, i64 group,
-    i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
-    const ConvArgs a = {x, w, bias, multiplier, shift, w_zero_point,
-                        C, 1, H, W, M, 1, OH, OW, 1, KH, KW,
-                        1, stride_h, stride_w, 0, pad_h, pad_w, 1, dil_h, dil_w, group,
-                        x_zero_point, y_zero_point, qmin, qmax};
-    SYN_FOR_EACH_OUTPUT(i, N * M * OH * OW) y[i] = conv_output(a, i);
-}
+// conv2d_v1's parameters and body (conv2d_v4 shares both: its host build is v1's).
+#define SYN_CONV2D_PARAMS                                                                       \
+    const i8* x, const i8* w, const int* bias, const i64* multiplier, const i64* shift,         \
+    const int* w_zero_point, i8* y,                                                             \
+    i64 N, i64 C, i64 H, i64 W, i64 M, i64 OH, i64 OW, i64 KH, i64 KW,                          \
+    i64 stride_h, i64 stride_w, i64 pad_h, i64 pad_w, i64 dil_h, i64 dil_w, i64 group,          \
+    i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax
+#define SYN_CONV2D_V1                                                                           \
+    const ConvArgs a = {x, w, bias, multiplier, shift, w_zero_point,                            \
+                        C, 1, H, W, M, 1, OH, OW, 1, KH, KW,                                    \
+                        1, stride_h, stride_w, 0, pad_h, pad_w, 1, dil_h, dil_w, group,         \
+                        x_zero_point, y_zero_point, qmin, qmax};                                \
+    SYN_FOR_EACH_OUTPUT(i, N * M * OH * OW) y[i] = conv_output(a, i)
+
+extern "C" __global__ void conv2d_v1(SYN_CONV2D_PARAMS) { SYN_CONV2D_V1; }
 
 extern "C" __global__ void conv3d_v1(
     const i8* x, const i8* w, const int* bias, const i64* multiplier, const i64* shift,
@@ -149,18 +152,9 @@ extern "C" __global__ void conv_v5(SYN_CONV_GEMM_PARAMS) { SYN_CONV_GEMM(v5); }
 
 // conv2d_v1's arguments; group = C and M = C * (M / C). One launch of
 // N * M * ceil(OH / 16) * ceil(OW / 16) blocks.
-extern "C" __global__ void conv2d_v4(
-    const i8* x, const i8* w, const int* bias, const i64* multiplier, const i64* shift,
-    const int* w_zero_point, i8* y,
-    i64 N, i64 C, i64 H, i64 W, i64 M, i64 OH, i64 OW, i64 KH, i64 KW,
-    i64 stride_h, i64 stride_w, i64 pad_h, i64 pad_w, i64 dil_h, i64 dil_w, i64 group,
-    i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax) {
+extern "C" __global__ void conv2d_v4(SYN_CONV2D_PARAMS) {
 #ifdef SYNAPSE_HOST_COMPAT  // one host thread: the v1 body (the tiling is device code)
-    const ConvArgs a = {x, w, bias, multiplier, shift, w_zero_point,
-                        C, 1, H, W, M, 1, OH, OW, 1, KH, KW,
-                        1, stride_h, stride_w, 0, pad_h, pad_w, 1, dil_h, dil_w, group,
-                        x_zero_point, y_zero_point, qmin, qmax};
-    SYN_FOR_EACH_OUTPUT(i, N * M * OH * OW) y[i] = conv_output(a, i);
+    SYN_CONV2D_V1;
 #else
     __shared__ i8 patch[SYN_DW_PATCH];
     __shared__ int taps[SYN_DW_TAPS];
