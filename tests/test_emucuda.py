@@ -313,12 +313,15 @@ extern "C" __global__ void staged(const signed char* src, const int* src_bytes, 
 """
 
 
-def _staged(cp, wait=1, barrier=1):
+def _async_header():
     from synapse_gpu.backends.cuda_source import _kernel_files
 
-    header = (_kernel_files() / "synapse_async.cuh").read_text()
+    return (_kernel_files() / "synapse_async.cuh").read_text()
+
+
+def _staged(cp, wait=1, barrier=1):
     code = f"#define WAIT {wait}\n#define BARRIER {barrier}\n" + CP_ASYNC.replace(
-        '#include "synapse_async.cuh"', header)
+        '#include "synapse_async.cuh"', _async_header())
     return kernel(cp, code, "staged")
 
 
@@ -357,10 +360,8 @@ CP_ASYNC_FAULTS = {
 
 @pytest.mark.parametrize("fault", sorted(CP_ASYNC_FAULTS))
 def test_cp_async_misuse_is_reported(cp, fault):
-    from synapse_gpu.backends.cuda_source import _kernel_files
-
     body, match = CP_ASYNC_FAULTS[fault]
-    code = (_kernel_files() / "synapse_async.cuh").read_text() + (
+    code = _async_header() + (
         "extern \"C\" __global__ void k(const int* p, int* o) {\n"
         "    __shared__ __align__(16) char s[32];\n"
         f"    {body}\n    o[threadIdx.x] = 0;\n}}\n")
@@ -371,9 +372,7 @@ def test_cp_async_misuse_is_reported(cp, fault):
 
 
 def test_cp_async_wait_group_n_leaves_the_n_newest_groups_in_flight(cp):
-    from synapse_gpu.backends.cuda_source import _kernel_files
-
-    code = (_kernel_files() / "synapse_async.cuh").read_text() + r"""
+    code = _async_header() + r"""
 extern "C" __global__ void k(const int* p, int* o) {
     __shared__ __align__(16) int s[3][4];
     for (int g = 0; g < 3; ++g) syn_cp_async<16>(s[g], p + 4 * g, 16), syn_cp_async_commit();
