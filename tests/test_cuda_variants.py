@@ -273,6 +273,10 @@ with cupy_standin.installed():
         graph, feeds = T._dense_case(name, 127, -128, 3)
         for v in T.GEMM:
             T._check_variant(graph, feeds, v)
+    for name in T.MATMUL:
+        graph, feeds = T._matmul_case(name, -128, 127, 3)
+        for v in T.GEMM:
+            T._check_variant(graph, feeds, v)
     graph = T.small_resnet()
     feeds = cases.feeds_for(graph, np.random.default_rng(0), 2)
     for v in ("v2", "v3", "v4"):
