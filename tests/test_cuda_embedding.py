@@ -12,8 +12,8 @@ from synapse_gpu.reference.embedding import pack_ids
 from cuda_host import cases
 from ort_helpers import rng_for
 from synapse_devices import gpu  # noqa: F401  (autouse: a GPU, else the emulator)
-from test_ref_embedding import expected, random_ids, token_graph
-from token_models import example, quantized_transformer
+from test_ref_embedding import expected, token_graph
+from token_models import example, quantized_transformer, random_ids
 
 pytestmark = pytest.mark.gpu
 

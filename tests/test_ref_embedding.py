@@ -16,6 +16,7 @@ from synapse_gpu.reference.embedding import (ID_BYTES, constant, embedding, pack
                                              unpack_ids)
 
 from ort_helpers import rand_i8, rng_for
+from token_models import random_ids
 
 
 def token_graph(vocab, seq, dim, z_table=-128, z_pos=127, seed=0):
@@ -30,12 +31,6 @@ def token_graph(vocab, seq, dim, z_table=-128, z_pos=127, seed=0):
                    out_quant=(0.02, z_pos))
     b.add_output(build.add(b, e, p, y_scale=0.07, y_zero_point=3), "y")
     return b.build()
-
-
-def random_ids(rng, shape, vocab):
-    ids = rng.integers(0, vocab, size=shape, dtype=np.int64)
-    ids.flat[0], ids.flat[-1] = 0, vocab - 1
-    return ids
 
 
 def expected(graph, ids):

@@ -5,6 +5,8 @@ import importlib.util
 import os
 import tempfile
 
+import numpy as np
+
 EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "text_transformer.py")
 
 
@@ -21,3 +23,10 @@ def quantized_transformer():
     tt = example()
     path = os.path.join(tempfile.mkdtemp(prefix="synapse_tokens_"), "text_transformer_qdq.onnx")
     return tt.quantize(tt.float_model(), path)
+
+
+def random_ids(rng, shape, vocab):
+    """Uniform token ids with both ends of the vocabulary present."""
+    ids = rng.integers(0, vocab, size=shape, dtype=np.int64)
+    ids.flat[0], ids.flat[-1] = 0, vocab - 1
+    return ids

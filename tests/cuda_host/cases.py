@@ -66,11 +66,9 @@ def _token_ids(graph, t, rng, batch):
     """Packed token ids over the whole vocabulary of the tables that read them, both ends."""
     from synapse_gpu.reference.embedding import pack_ids
     from synapse_gpu.session import _token_vocab
+    from token_models import random_ids
 
-    vocab = _token_vocab(graph)[t.name]
-    ids = rng.integers(0, vocab, feed_shape(t.shape[:-1], batch))
-    ids.flat[0], ids.flat[-1] = 0, vocab - 1
-    return pack_ids(ids)
+    return pack_ids(random_ids(rng, feed_shape(t.shape[:-1], batch), _token_vocab(graph)[t.name]))
 
 
 def _embedding(seq, vocab, dim):
