@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from synapse_gpu import InferenceSession, build
+from synapse_gpu.errors import OptionError
 from synapse_gpu.backends import cpu, cuda, cuda_variants
 from synapse_gpu.examples.demo import example_path
 from synapse_gpu.graph import GraphBuilder
@@ -242,6 +243,10 @@ def test_session_option_forces_a_variant(monkeypatch):
     feeds = cases.feeds_for(graph, np.random.default_rng(1), 1)
     want = InferenceSession(graph, device="cpu").run_full(None, feeds, output_type="int8")
     assert sess.run_full(None, feeds, output_type="int8").digest == want.digest
+    bad = SessionOptions()
+    bad.add_session_config_entry("synapse.cuda_variant", "matmul=v4")
+    with pytest.raises(OptionError, match="matmul has variants v1, v2, v3, v5, not 'v4'"):
+        InferenceSession(graph, bad, device="cuda")
 
 
 def test_digits_model_identical_across_forced_variants(monkeypatch):
@@ -320,7 +325,7 @@ def test_parse_force():
     assert cuda_variants.parse_force("v4") == {"conv": "v4"}
     assert cuda_variants.parse_force("conv=v3, matmul=v5") == {"conv": "v3", "matmul": "v5"}
     for bad in ("v9", "dense=v4", "matmul=v4", "pool=v2"):
-        with pytest.raises(ValueError):
+        with pytest.raises(OptionError, match="SYNAPSE_CUDA_VARIANT: .*(variant|family)"):
             cuda_variants.parse_force(bad)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import OptionError
 from ..reference.conv import resolve_pads
 from .cuda_lowering import Act, Launch, Param, Table, _lower_matmul, _qrange, check_launch
 
@@ -49,7 +50,9 @@ DW_TILE, DW_PATCH, DW_TAPS = 16, 4096, 1024  # conv.cu: SYN_DW_*
 
 
 def parse_force(text):
-    """"v2" -> {"conv": "v2", "dense": "v2"}; "conv=v3,dense=v2" -> per family."""
+    """"v2" -> {"conv": "v2", "dense": "v2", "matmul": "v2"}; "conv=v3,dense=v2" -> per
+    family. OptionError for an unknown family or variant (the environment variable and
+    the session option synapse.cuda_variant read the same text)."""
     if not text:
         return {}
     out = {}
@@ -58,11 +61,11 @@ def parse_force(text):
         fams = [fam] if fam else list(VARIANTS)
         for f in fams:
             if f not in VARIANTS:
-                raise ValueError(f"{ENV}: unknown kernel family {f!r} ({', '.join(VARIANTS)})")
+                raise OptionError(f"{ENV}: unknown kernel family {f!r} ({', '.join(VARIANTS)})")
             if v not in VARIANTS[f] and fam:
-                raise ValueError(f"{ENV}: {f} has variants {', '.join(VARIANTS[f])}, not {v!r}")
+                raise OptionError(f"{ENV}: {f} has variants {', '.join(VARIANTS[f])}, not {v!r}")
             if v not in ALL:
-                raise ValueError(f"{ENV}: unknown variant {v!r}")
+                raise OptionError(f"{ENV}: unknown variant {v!r}")
             if v in VARIANTS[f]:
                 out[f] = v
     return out
