@@ -125,7 +125,9 @@ def _check_variant(graph, feeds, variant):
 @pytest.mark.parametrize("name", sorted(CONV))
 def test_conv_variants_match_reference(name, zps, batch):
     graph, feeds = _conv_case(name, *zps, batch)
-    for v in (*GEMM, "v4") if name in DEPTHWISE else GEMM:
+    # the depthwise cases are v4's; v5's register path (K % 16 != 0, as here) and its
+    # groups run in conv1d_k31, k33_group3_strided (CI time: the emulator is slow)
+    for v in ("v2", "v3", "v4") if name in DEPTHWISE else GEMM:
         _check_variant(graph, feeds, v)
 
 
