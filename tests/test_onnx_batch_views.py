@@ -144,10 +144,11 @@ def _refused(build_fn, shape, match):
 
 
 def test_a_view_read_by_a_non_row_op_names_the_node():
-    _refused(lambda m, q: m.reshape(m.node("QLinearSoftmax", [m.reshape("x", [12, 5]), *q, *q],
-                                           MS, axis=0, opset=13), [1, 60]), [1, 6, 10],
-             r"'QLinearSoftmax2' \(op QLinearSoftmax\): reads a tensor whose axis 0 merges the "
-             r"batch with 12 rows.*'Reshape1' \(op Reshape\).*only row-wise ops")
+    _refused(lambda m, q: m.reshape(m.node("QLinearGlobalAveragePool",
+                                           [m.reshape("x", [12, 5, 1]), *q, *q], MS), [1, 12]),
+             [1, 6, 10], r"'QLinearGlobalAveragePool2' \(op QLinearGlobalAveragePool\): reads "
+                         r"a tensor whose axis 0 merges the batch with 12 rows.*'Reshape1' "
+                         r"\(op Reshape\).*only row-wise ops")
 
 
 def test_a_view_as_graph_output_is_refused():
@@ -210,3 +211,30 @@ def test_channels_last_constant_is_the_axis_1_rule_transposed(op, zp):
     np.testing.assert_array_equal(a, b)
     theirs = run_ort(file(True), x, 0)
     assert np.abs(a.astype(int) - theirs).max() <= 1  # the axis-1 rule's bound (docs)
+
+
+def rows_softmax(b, zp, merge=True):
+    """Each sample of (6, 10) as 12 rows of 5, a softmax per row, back to (N, 60); with
+    merge=False the same computation with the batch kept: (N, 12, 5)."""
+    m = Q(7, zp)
+    xq, sq = m.q(0.04, zp), m.q(1 / 256, -128)
+    y = m.reshape("x", [b * 12 if merge else b, *([5] if merge else [12, 5])])
+    y = m.node("QLinearSoftmax", [y, *xq, *sq], MS, axis=-1, opset=13)
+    return m.model([b, 6, 10], m.reshape(y, [b, 60]))
+
+
+@pytest.mark.parametrize("zp", [-128, 127])
+def test_softmax_over_rows_is_the_batch_kept_softmax(device, zp):  # noqa: F811
+    x = rand_i8(rng_for(11, zp), (4, 6, 10))
+    ours, kept = (InferenceSession(import_onnx(rows_softmax(1, zp, merge).SerializeToString()),
+                                   device=device).run(None, {"x": x}, output_type="int8")[0]
+                  for merge in (True, False))
+    np.testing.assert_array_equal(ours, kept)
+    theirs = run_ort(rows_softmax(1, zp), x, 1)  # the softmax rule: within 1 step (docs)
+    assert np.abs(ours.astype(int) - theirs).max() <= 1 and (ours == theirs).mean() > 0.99
+
+
+def test_a_softmax_over_a_positive_axis_of_rows_is_refused():
+    _refused(lambda m, q: m.reshape(m.node("QLinearSoftmax", [m.reshape("x", [12, 5]), *q, *q],
+                                           MS, axis=1, opset=13), [1, 60]), [1, 6, 10],
+             r"'QLinearSoftmax2'.*over an axis given as other than -1")

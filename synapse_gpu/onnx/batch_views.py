@@ -14,13 +14,14 @@ Synapse keeps axis 0 as the batch. Two ONNX layouts leave it for a while and com
 Such an ONNX tensor (a "batch view") may only be read, as input 0, by a row-wise op:
 its other inputs constant, and its output element depends only on the elements of
 its own row (the last axis): Q/DequantizeLinear per tensor, Relu, Clip, the LUT
-activations, and Gemm/MatMul/QGemm/QLinearMatMul over the last axis with constant
-weights and a per-column bias. Each maps row r of one sample to row r of the same
-sample, so the view carries over to its output. A Reshape whose target splits the
-rows back into (N, ...) (Rows), or a Transpose that brings the batch back to axis 0
-(Moved), ends the view. Everything else that reads a view (Softmax over another axis,
-Concat, Shape, a graph output, a Reshape of a moved batch, a second view operand) is
-refused, naming the node. A mixin of importer._Importer, ahead of Int8Ops.
+activations, Softmax/QLinearSoftmax with axis -1, and Gemm/MatMul/QGemm/QLinearMatMul
+over the last axis with constant weights and a per-column bias. Each maps row r of
+one sample to row r of the same sample, so the view carries over to its output. A
+Reshape whose target splits the rows back into (N, ...) (Rows), or a Transpose that
+brings the batch back to axis 0 (Moved), ends the view. Everything else that reads a
+view (Softmax over another axis, Concat, Shape, a graph output, a Reshape of a moved
+batch, a second view operand) is refused, naming the node. A mixin of
+importer._Importer, ahead of Int8Ops.
 """
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ from .values import BATCH_SYM, Const, Pending, QConst
 # per-sample axis (always true of Rows, whose batch is merged into axis 0).
 _ROW_OPS = {("", op) for op in ("QuantizeLinear", "DequantizeLinear", "Identity", "Relu",
                                 "Clip", "Sigmoid", "Tanh", "LeakyRelu", "Gemm", "MatMul",
-                                "QLinearMatMul")} | \
-    {("com.microsoft", op) for op in ("QGemm", "QLinearSigmoid", "QLinearLeakyRelu")}
-_LAST_AXIS = {"Gemm", "MatMul", "QLinearMatMul", "QGemm"}
+                                "QLinearMatMul", "Softmax")} | \
+    {("com.microsoft", op) for op in ("QGemm", "QLinearSigmoid", "QLinearLeakyRelu",
+                                      "QLinearSoftmax")}
+_LAST_AXIS = {"Gemm", "MatMul", "QLinearMatMul", "QGemm", "Softmax", "QLinearSoftmax"}
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,14 @@ class BatchViews:
         return outs
 
     def _check_row_op(self, node, op, view):
-        if op in _LAST_AXIS and isinstance(view, Moved) and \
-                view.pos == len(self.b.shapes[self._in(node, 0).t]) - 1:
+        x = getattr(self._in(node, 0), "t", None)  # None: a pending op, whose handler refuses
+        if op in _LAST_AXIS and isinstance(view, Moved) and x is not None and \
+                view.pos == len(self.b.shapes[x]) - 1:
             self._fail(node, "its reduction axis (the last) is the batch", exc=UnsupportedOpError)
+        if op in ("Softmax", "QLinearSoftmax") and int(self._attrs(node).get(
+                "axis", -1 if op == "QLinearSoftmax" or self.opset >= 13 else 1)) != -1:
+            self._fail(node, f"a softmax on {_what(view)} over an axis given as other than -1",
+                       "give axis=-1 (the last axis)", UnsupportedOpError)
         if op in ("QuantizeLinear", "DequantizeLinear") and \
                 np.asarray(self._const(node, 1, "scale")).size != 1:
             self._fail(node, f"a per-axis scale on {_what(view)}", exc=UnsupportedOpError)
