@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from .errors import UnsupportedOpError
 from .plan import topological_order
@@ -54,7 +55,7 @@ class ModelCost:
     nodes: tuple  # NodeCost per node, in execution order
     version: str = COST_VERSION
 
-    @property
+    @cached_property  # read on every run (RunResult's cost): summed once
     def per_sample(self):
         return sum(n.total for n in self.nodes)
 

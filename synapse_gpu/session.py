@@ -18,6 +18,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -334,10 +335,13 @@ class InferenceSession:
 
     def _chunk(self):
         """Samples per backend call, so that one call stays within RUN_BYTES."""
+        return max(1, RUN_BYTES // self._sample_bytes)
+
+    @cached_property  # read on every run: every tensor's size summed once
+    def _sample_bytes(self):
         tr = self.report.traversal
-        per_sample = self.report.activation_bytes + (CPU_BYTES_PER_ELEMENT * max(
+        return self.report.activation_bytes + (CPU_BYTES_PER_ELEMENT * max(
             tr.sample_elems(t) for t in tr.shapes) if self.device == "cpu" else 0)
-        return max(1, RUN_BYTES // per_sample)
 
     def _quantize(self, a, t):
         """The boundary quantize chunk by chunk: its float temporaries stay bounded."""
