@@ -71,7 +71,8 @@ def ceiling(label, path, x8, rounds, reps, threads):
     fns += [lambda: ours.run(None, {name: x8})] + [lambda p=p: p.run(None, {name: x8}) for p in peers]
     t = [m for m, _ in median_times([(f, 0.05) for f in fns], warmup=1, rounds=rounds, reps=reps)]
     return (f"| {label} | {t[0] * 1e3:.1f} | {t[1] * 1e3:.1f} | {t[2] * 1e3:.1f} | {t[0] / t[2]:.2f} | "
-            f"{8 / t[3]:.1f} | {8 / t[4]:.1f} | {8 / t[5]:.1f} | {t[5] / t[3]:.2f} | {np.mean(q8 == ref):.1%} |")
+            f"{8 / t[3]:.1f} | {8 / t[4]:.1f} | {8 / t[5]:.1f} | {t[5] / t[3]:.2f} | "
+            f"{np.mean(q8 == ref):.1%} |")
 
 
 CEILING_HEAD = ["| file | Synapse b1 ms | ORT u8s8 b1 ms | ORT u8u8 b1 ms | b1 ratio (Synapse/ORT u8u8) | "

@@ -110,8 +110,8 @@ class CpuExecutable:
                 print(f"synapse: cpu engine {line}")
             counts = ", ".join(f"{e}: {sum(p == e for p in self.paths.values())}"
                                for e in sorted(set(self.paths.values())))
-            print(f"synapse: cpu: conv/dense layers on {counts or 'none'}; {len(run_at)} fused onnxruntime graphs "
-                  f"({sum(map(len, run_at.values()))} of {len(order)} nodes)")
+            print(f"synapse: cpu: conv/dense layers on {counts or 'none'}; {len(run_at)} fused "
+                  f"onnxruntime graphs ({sum(map(len, run_at.values()))} of {len(order)} nodes)")
         last = {}
         for i, s in enumerate(self.steps):
             for t in s.inputs:
@@ -125,7 +125,8 @@ class CpuExecutable:
         for s in self.steps:
             if any(select(n) for n in s.nodes):
                 if s.fused is not None:
-                    raise ValueError(f"node {s.nodes[0].name!r} is inside a fused graph: prepare with fuse=False")
+                    raise ValueError(f"node {s.nodes[0].name!r} is inside a fused graph: "
+                                     "prepare with fuse=False")
                 fn = wrapper(lambda *xs, f=s.fn: f(*xs)[0])
                 s.fn = lambda *xs, fn=fn: [fn(*xs)]
 

@@ -68,7 +68,8 @@ def _gather(g, table, index, rank, layout):
 
 
 def _lower_table(node, buffers, shapes):
-    table = cpu_tables.domain_table(node, buffers)
+    """The table is made when the graph is built (a node left on the numpy path makes its
+    own)."""
     rank = len(shapes[0])
     if node.op in ("add", "mul"):
         same = shapes[0] == shapes[1]
@@ -77,14 +78,17 @@ def _lower_table(node, buffers, shapes):
             layout = g.layout(a) if same else "nchw"
             idx = g.op("Add", [g.op("Mul", [_cast(g, a, layout), g.const(np.int32(256))]),
                                _cast(g, b, layout)])
-            return _gather(g, table, idx, max(rank, len(shapes[1])), layout)
+            return _gather(g, cpu_tables.domain_table(node, buffers), idx, max(rank, len(shapes[1])),
+                           layout)
         return pair
     if node.op == "requantize":
-        return lambda g, x: _gather(g, table, _cast(g, x, g.layout(x)), rank, g.layout(x))
-    C = len(table)  # batchnorm, prelu: row c * 256 + code
+        return lambda g, x: _gather(g, cpu_tables.domain_table(node, buffers),
+                                    _cast(g, x, g.layout(x)), rank, g.layout(x))
 
-    def per_channel(g, x):
+    def per_channel(g, x):  # batchnorm, prelu: row c * 256 + code
+        table = cpu_tables.domain_table(node, buffers)
         layout = g.layout(x)
+        C = len(table)
         rows = np.arange(C, dtype=np.int32) * 256
         shape = [1] * rank
         shape[rank - 1 if layout == "nhwc" else 1] = C
@@ -206,7 +210,8 @@ def lowering(node, buffers, shapes, engine):
     if node.op == "global_avg_pool":
         return _lower_gap(kw, ins[0])
     if node.op == "identity":
-        return lambda g, x: g.value(g.op("Identity", [g.view(x, g.layout(x))]), len(ins[0]), g.layout(x))
+        return lambda g, x: g.value(g.op("Identity", [g.view(x, g.layout(x))]), len(ins[0]),
+                                    g.layout(x))
     if node.op in SHAPE_OPS:
         return _lower_shape_op(node, kw)
     return None
