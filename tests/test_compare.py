@@ -6,7 +6,7 @@ import pytest
 
 from synapse_gpu import tracefile
 from synapse_gpu.cli import main
-from synapse_gpu.compare import compare, compare_traces
+from synapse_gpu.compare import compare, compare_steps, compare_traces
 from synapse_gpu.compare_ort import onnx_tensor_map
 from synapse_gpu.errors import ModelFormatError
 from synapse_gpu.examples.tiny import tiny_cnn
@@ -162,3 +162,33 @@ def test_resnet50_qdq_vs_onnxruntime_first_divergent_node(tmp_path_factory):
     first = c.first_divergent
     assert first is not None and first.cause == "rule" and first.theirs_op
     assert first.node in c.verdict() and c.origins[0] == first
+
+
+def test_cpu_rerun_on_a_fused_model_gives_every_nodes_traced_output():
+    """compare's rerun path on a model the CPU backend fuses into onnxruntime graphs: every
+    node rerun alone on its traced inputs gives its traced output (it crashed once with
+    "cannot unpack non-iterable Step" when the backend's steps became fused runs)."""
+    from synapse_gpu.backends import cpu_fused
+    from synapse_gpu.compare import cpu_rerun
+
+    x = np.load("synapse_gpu/examples/digits_test.npz")["images"][:3]
+    sess = InferenceSession(DIGITS, device="cpu")
+    if cpu_fused.fusing():
+        assert any(s.fused is not None for s in sess._exe.steps)  # the fused path is under test
+    q, _, steps = tracefile.node_outputs(sess, {"images": x})
+    env = {**q, **{s.tensor: y for s, y in steps}}
+    rerun = cpu_rerun(sess.graph, sess.report.traversal)
+    for s, y in steps:
+        np.testing.assert_array_equal(rerun(s, [env[i] for i in s.inputs]), y)
+    # the other side: node 0's output altered, every later node run on the altered values;
+    # compare's rerun then finds each later difference only propagated
+    theirs = dict(q)
+    for k, (s, y) in enumerate(steps):
+        theirs[s.tensor] = rerun(s, [theirs[i] for i in s.inputs])
+        if k == 0:
+            theirs[s.tensor] = theirs[s.tensor].copy()
+            theirs[s.tensor].flat[::7] ^= 1
+    c = compare_steps([s for s, _ in steps], list(q), env, theirs, rerun=rerun)
+    assert c.first_divergent.node == steps[0][0].node and c.first_divergent.cause == "rule"
+    later = {n.cause for n in c.nodes[1:] if n.status == "differs"}
+    assert later == {"propagated"}
