@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from synapse_gpu import InferenceSession
-from synapse_gpu.errors import UnsupportedOpError
+from synapse_gpu.errors import ModelFormatError, UnsupportedOpError
 from synapse_gpu.onnx.importer import import_onnx
 
 from ort_helpers import rand_i8, rng_for
@@ -55,4 +55,11 @@ def test_constant_tensor_operand_equals_onnxruntime(op, zp, const_first, cshape)
 def test_a_constant_tensor_varying_along_the_batch_is_refused():
     m = model("QLinearAdd", 0, rand_i8(rng_for(1), (2, *SHAPE)), False)
     with pytest.raises(UnsupportedOpError, match=r"\(op QLinearAdd\).*varies along axis 0"):
+        import_onnx(m.SerializeToString())
+
+
+def test_a_constant_tensor_that_does_not_broadcast_is_refused():
+    m = model("QLinearAdd", 0, rand_i8(rng_for(2), (1, 7, 12)), False)
+    with pytest.raises(ModelFormatError, match=r"\(op QLinearAdd\).*\[1, 7, 12\] does not "
+                                               r"broadcast to \[-1, 5, 12\]"):
         import_onnx(m.SerializeToString())

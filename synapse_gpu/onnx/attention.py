@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UnsupportedOpError
-from .checks import label
-from .values import Deq, QConst
+from .values import Deq, QConst, constant_node
 
 
 class AttentionOps:
@@ -30,9 +28,4 @@ class AttentionOps:
         full = (1,) * (rank - v.q.ndim) + v.q.shape
         if full[1] > 1 and all(d == 1 for i, d in enumerate(full) if i != 1):
             return v  # one value per channel: qdq.py's batchnorm rule
-        if full[0] != 1:
-            self._fail(node, f"a constant operand of shape {list(v.q.shape)} varies along axis "
-                             "0, the batch", exc=UnsupportedOpError)
-        t = self.b.add_node("constant", [x.t], params=dict(value=v.q.reshape(full[1:])),
-                            name=f"{label(node)}.constant", out_quant=(float(v.scale), int(v.zp)))
-        return Deq(t, float(v.scale), int(v.zp))
+        return Deq(constant_node(self, node, x.t, v.q, v.scale, v.zp), float(v.scale), int(v.zp))

@@ -15,7 +15,7 @@ from onnx import TensorProto
 from .. import build
 from ..errors import DtypeError, ModelFormatError, UnsupportedOpError
 from .checks import label, type_name
-from .values import Acc, Const, Int, QConst, describe, int8_codes, int8_onnx_type
+from .values import Acc, Const, Int, QConst, constant_node, describe, int8_codes, int8_onnx_type
 
 
 class QOperatorOps:
@@ -183,20 +183,7 @@ class QOperatorOps:
         own quantization, repeated per sample of activation input xi; the op is then the
         two-tensor rule (QLinearAdd/QLinearMul bit for bit)."""
         q = self._qconst_input(node, ci, "constant operand")
-        x = self._qin(node, xi)
-        shape = self.b.shapes[x]
-        full = (1,) * (len(shape) - q.q.ndim) + q.q.shape
-        if full[0] != 1:
-            self._fail(node, f"a constant operand of shape {list(q.q.shape)} varies along axis "
-                             "0, the batch", exc=UnsupportedOpError)
-        try:
-            value = np.broadcast_to(q.q.reshape(full)[0], tuple(shape[1:]))
-        except ValueError:
-            self._fail(node, f"a constant operand of shape {list(q.q.shape)} does not broadcast "
-                             f"to {list(shape)}", exc=ModelFormatError)
-        return self.b.add_node("constant", [x], params=dict(value=np.ascontiguousarray(value)),
-                               name=f"{label(node)}.constant",
-                               out_quant=(float(q.scale), int(q.zp)))
+        return constant_node(self, node, self._qin(node, xi), q.q, q.scale, q.zp)
 
     def _qlinear_const_operand(self, node, ci):
         """QLinearAdd/QLinearMul with one constant input: y = x + c or x * c, c the

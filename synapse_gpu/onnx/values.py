@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 from onnx import TensorProto
 
-from ..errors import DtypeError
+from ..errors import DtypeError, ModelFormatError, UnsupportedOpError
 from .checks import label
 
 # A batch size in a folded shape computation (Shape of an activation): it may be
@@ -126,3 +126,19 @@ def describe(v):
             Pending: "the float output of node {!r} ({})", Acc: "an int32 accumulator",
             type(None): "missing"}[type(v)].format(
         *((label(v.node), v.node.op_type) if isinstance(v, Pending) else ()))
+
+
+def constant_node(imp, node, x, q, scale, zp):
+    """int8 codes q (quantization scale, zp) as a `constant` node: repeated for each sample
+    of activation x, so that Add/Mul become the two-tensor rule (onnxruntime's QLinearAdd /
+    QLinearMul bit for bit). q keeps its own per-sample shape; add/mul broadcast it."""
+    shape = imp.b.shapes[x]
+    full = (1,) * (len(shape) - q.ndim) + q.shape
+    if q.ndim <= len(shape) and full[0] != 1:
+        imp._fail(node, f"a constant operand of shape {list(q.shape)} varies along axis 0, "
+                        "the batch", exc=UnsupportedOpError)
+    if q.ndim > len(shape) or any(c not in (1, d) for c, d in zip(full[1:], shape[1:])):
+        imp._fail(node, f"a constant operand of shape {list(q.shape)} does not broadcast to "
+                        f"{list(shape)}", exc=ModelFormatError)
+    return imp.b.add_node("constant", [x], params=dict(value=q.reshape(full[1:])),
+                          name=f"{label(node)}.constant", out_quant=(float(scale), int(zp)))
