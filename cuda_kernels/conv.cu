@@ -18,6 +18,10 @@
 //       step is multiplied (where K % 16 = 0; other rows go through registers as
 //       in v3), the im2col gather stays register-staged. v3 is kept next to it, so
 //       the benchmark shows what the asynchronous copy buys.
+//   v6  conv_v6: channels-last (NHWC) input and output (the lowering's layout pass
+//       converts at the edges of runs of NHWC-capable ops), k over (taps, channel)
+//       so im2col reads are contiguous channels: 8-byte loads where C / group % 8
+//       = 0, cp.async of whole columns for 1x1 convs. v5's core on sm_80+, v2's below.
 //
 // Every variant gives the v1 bits (exact int32 sums, same requantization);
 // synapse_gpu/backends/cuda_variants.py chooses one per layer. Variants assume
@@ -130,11 +134,13 @@ extern "C" __global__ void conv3d_v1(
     i64 stride_d, i64 stride_h, i64 stride_w, i64 pad_d, i64 pad_h, i64 pad_w,                  \
     i64 dil_d, i64 dil_h, i64 dil_w, i64 group,                                                 \
     i64 x_zero_point, i64 y_zero_point, i64 qmin, i64 qmax
-#define SYN_CONV_GEMM(variant)                                                                  \
-    const ConvGemm g = {x, w, C, D, H, W, M, OD, OH, OW, KD, KH, KW, stride_d, stride_h,        \
+#define SYN_CONV_GEMM(variant) SYN_CONV_GEMM_AS(ConvGemm, variant)
+#define SYN_CONV_GEMM_AS(Geometry, variant)                                                     \
+    const ConvGemm g0 = {x, w, C, D, H, W, M, OD, OH, OW, KD, KH, KW, stride_d, stride_h,        \
                         stride_w, pad_d, pad_h, pad_w, dil_d, dil_h, dil_w, C / group,          \
                         (i8)x_zero_point, (int)(M / group), (int)(C / group * KD * KH * KW),    \
                         (int)(N * OD * OH * OW), 0};                                            \
+    const Geometry g = {g0};                                                                    \
     const Epilogue e = {corr, multiplier, shift, w_zero_point, y_zero_point, qmin, qmax};       \
     SYN_IGEMM(variant, g, e, y, (int)group)
 
@@ -143,6 +149,9 @@ extern "C" __global__ void conv_v2(SYN_CONV_GEMM_PARAMS) { SYN_CONV_GEMM(v2); }
 extern "C" __global__ void conv_v3(SYN_CONV_GEMM_PARAMS) { SYN_CONV_GEMM(v3); }
 
 extern "C" __global__ void conv_v5(SYN_CONV_GEMM_PARAMS) { SYN_CONV_GEMM(v5); }
+
+// x (N, D, H, W, C) and y (N, OD, OH, OW, M) channels-last; otherwise conv_v5's arguments.
+extern "C" __global__ void conv_v6(SYN_CONV_GEMM_PARAMS) { SYN_CONV_GEMM_AS(ConvNhwcGemm, v6); }
 
 // ---------------------------------------------------------------- v4 (depthwise)
 

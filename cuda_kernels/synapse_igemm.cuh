@@ -100,6 +100,57 @@ struct ConvGemm {
     }
 };
 
+// Conv, channels-last (v6): x (N, D, H, W, C), y (N, OD, OH, OW, M), the same
+// fields as ConvGemm. k runs over (kd, kh, kw, channel of the group), channel
+// fastest, so 8 k-bytes of one tap are 8 contiguous input bytes where cg % 8 = 0
+// (one 8-byte load), and a 1x1 conv's column is one contiguous run (cp.async). The
+// weights stay (M, cg, KD, KH, KW): a(m, k) permutes k (a_run only for 1x1 taps).
+struct ConvNhwcGemm : ConvGemm {
+    __host__ __device__ __forceinline__ ConvNhwcGemm group(int grp) const {
+        ConvNhwcGemm g = *this;
+        g.x += (i64)grp * cg, g.w += (i64)grp * Mg * K, g.y0 = (i64)grp * Mg;
+        return g;
+    }
+    __host__ __device__ __forceinline__ int taps() const { return K / (int)cg; }
+    __host__ __device__ __forceinline__ i8 a(int m, int k) const {
+        return w[(i64)m * K + (i64)(k % (int)cg) * taps() + k / (int)cg];
+    }
+    __host__ __device__ __forceinline__ const i8* a_run(int m) const {
+        return taps() == 1 ? w + (i64)m * K : nullptr;
+    }
+    __host__ __device__ __forceinline__ Col col(int p) const {
+        Col c = ConvGemm::col(p);  // the sample's base is the same in both layouts
+        if (c.x) c.out = y0 + (i64)p * M;
+        return c;
+    }
+    // The tap's channel 0 of c's pixel, null where the tap falls in the padding.
+    __host__ __device__ __forceinline__ const i8* tap(const Col& c, int t) const {
+        const int kw = t % (int)KW, kh = t / (int)KW % (int)KH, kd = t / (int)(KW * KH);
+        const int id = c.id0 + kd * (int)dd, ih = c.ih0 + kh * (int)dh, iw = c.iw0 + kw * (int)dw;
+        if (id < 0 || id >= D || ih < 0 || ih >= H || iw < 0 || iw >= W) return nullptr;
+        return c.x + ((i64)(id * H + ih) * W + iw) * C;
+    }
+    __host__ __device__ __forceinline__ const i8* b_run(const Col& c) const {
+        return taps() == 1 ? tap(c, 0) : nullptr;
+    }
+    __host__ __device__ __forceinline__ void b8(const Col& c, int k, i8* v) const {
+        int t = k / (int)cg, ch = k % (int)cg;
+        const i8* px = tap(c, t);
+        if (cg % 8 == 0 && k + 8 <= K && (!px || reinterpret_cast<unsigned long long>(px + ch) % 8 == 0)) {
+            // the 8 bytes are channels ch .. ch + 7 of one tap: one load (or 8 z_x)
+            unsigned long long u = 0x0101010101010101ull * (unsigned char)zx;
+            if (px) u = *reinterpret_cast<const unsigned long long*>(px + ch);
+            for (int j = 0; j < 8; ++j) v[j] = (i8)(u >> 8 * j);
+            return;
+        }
+        for (int j = 0; j < 8; ++j) {
+            v[j] = k + j < K ? (px ? px[ch] : zx) : (i8)0;
+            if (++ch == cg) ch = 0, px = tap(c, ++t);
+        }
+    }
+    __host__ __device__ __forceinline__ i64 out(const Col& c, int m) const { return c.out + m; }
+};
+
 // GEMM columns that are rows of a row-major (P, K) matrix x: dense's input.
 struct RowsB {
     const i8* x;
@@ -490,6 +541,17 @@ template <class G, class E>
 __device__ __forceinline__ void syn_igemm_v5(const G& g, const E& e, i8* y) {
     __shared__ __align__(16) SynRows As[2], Bs[2];
     syn_igemm_mma<SynStageV5>(g, e, y, As, Bs);
+}
+
+// v6 (channels-last conv): v5's tensor cores and cp.async on sm_80+, v2's dp4a
+// tiles below (mma.sync m16n8k32 s8 needs sm_80), chosen when NVRTC compiles.
+template <class G, class E>
+__device__ __forceinline__ void syn_igemm_v6(const G& g, const E& e, i8* y) {
+#if __CUDA_ARCH__ >= 800
+    syn_igemm_v5(g, e, y);
+#else
+    syn_igemm_v2(g, e, y);
+#endif
 }
 #endif  // SYNAPSE_HOST_COMPAT
 

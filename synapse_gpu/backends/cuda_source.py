@@ -12,7 +12,7 @@ import importlib.resources
 import re
 
 FAMILIES = ("conv", "dense", "elementwise", "pool", "shape", "softmax", "take", "lrn", "layernorm", "resize",
-            "embedding")
+            "embedding", "layout")
 # What the backend adds to CuPy's own options (CuPy appends -ftz=true and the
 # device's architecture); no -arch here, so CuPy picks the device's own.
 NVRTC_OPTIONS = ("-std=c++17",)
