@@ -11,6 +11,7 @@ same whatever the container.
 from __future__ import annotations
 
 import ctypes
+import math
 
 import numpy as np
 
@@ -68,6 +69,30 @@ def quantize_xp(xp, a, scale, zero_point):
 def dequantize_xp(xp, q, scale, zero_point):
     """reference.boundary.dequantize's operations with array module xp."""
     return (q.astype(xp.int32) - xp.int32(zero_point)).astype(xp.float32) * xp.float32(scale)
+
+
+_LO, _HI = np.float32(-128), np.float32(127)
+
+
+def quantize_host(a, scale, zero_point):
+    """reference.boundary.quantize's float32 operations on a host array, in place on one
+    temporary (scale, zero_point: np.float32); None when `a` holds a NaN. After the clip
+    every value is in [-128, 127] or NaN, so the temporary's sum cannot overflow: it is
+    NaN exactly when some value is."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = np.divide(a.astype(np.float32, copy=False), scale)
+        np.rint(t, out=t)
+        np.add(t, zero_point, out=t)
+        np.minimum(np.maximum(t, _LO, out=t), _HI, out=t)
+    if math.isnan(np.add.reduce(t, axis=None)):
+        return None
+    return t.astype(np.int8)
+
+
+def dequantize_table(scale, zero_point):
+    """reference.boundary.dequantize of every int8 value, indexed by its uint8 code
+    (q.view(np.uint8)): one lookup gives the same float32 bits as the reference."""
+    return dequantize(np.arange(256, dtype=np.uint8).view(np.int8), scale, zero_point)
 
 
 def has_nan(a, exe):

@@ -50,7 +50,7 @@ def cmd_run(args):
     if args.output:
         _check_output_dir(args.output)
     feeds = _load_inputs(args.input, sess)
-    sess._quantized_feeds({k: v[:1] for k, v in feeds.items()})  # fail fast on names/shapes/dtypes
+    sess.quantize_feeds({k: v[:1] for k, v in feeds.items()})  # fail fast on names/shapes/dtypes
     for t in sess.graph.inputs:  # every token id, so an error names its row in the file
         if t.dtype == "int64":
             _token_feed(feeds[t.name], t, sess._vocab[t.name])

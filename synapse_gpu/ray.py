@@ -116,7 +116,7 @@ class _ShardWorker:
         s = int(batch["id"][0])
         start = s * self.shard_size
         feeds = self.source.read(start, min(start + self.shard_size, self.source.n))
-        shard = self._verified(s, start, self.sess._quantized_feeds(feeds))
+        shard = self._verified(s, start, self.sess.quantize_feeds(feeds))
         computed = shard is None
         if computed:
             outs, digests = {}, []
@@ -175,7 +175,7 @@ def run_job(model, input_path, out_dir, *, address=None, workers=None, shard_siz
     graph = load_any(model)
     probe = InferenceSession(graph, device="cpu", strict=strict)
     source = InputSource(input_path, [t.name for t in graph.inputs])
-    probe._quantized_feeds(source.read(0, 1))
+    probe.quantize_feeds(source.read(0, 1))
     mid = model_id(graph)
     out_dir = os.path.abspath(out_dir)
     manifest = open_manifest(out_dir, mid, source, shard_size)

@@ -23,9 +23,10 @@ from functools import cached_property
 import numpy as np
 
 from . import __version__, backends
-from .arrays import OrtValue, as_input, dequantize_any, has_nan, quantize_any, to_host
+from .arrays import (OrtValue, as_input, dequantize_any, dequantize_table, has_nan, quantize_any,
+                     quantize_host, to_host)
 from .cost import model_cost
-from .digest import run_digest, tensor_digest
+from .digest import RunDigest, tensor_digest
 from .errors import (DeviceError, DtypeError, InputError, ModelFormatError, ResourceLimitError,
                      ShapeError)
 from .graph import Graph
@@ -37,7 +38,8 @@ from .providers import CPU, CUDA, resolve as resolve_providers
 from .reference.embedding import out_of_range, pack_ids
 from .validate import DEFAULT_LIMITS, Limits, validate
 
-_FLOATS = (np.float16, np.float32, np.float64)
+_FLOATS = frozenset(map(np.dtype, (np.float16, np.float32, np.float64)))
+_INT8 = np.dtype(np.int8)
 # Working memory one backend call may use: a larger batch runs in chunks (batch invariance:
 # the same bits). The CPU path's numpy temporaries peak near 114 bytes per element of a
 # node's tensor (avg_pool, concat: int64 copies and window sums; measured with tracemalloc).
@@ -246,6 +248,16 @@ class InferenceSession:
             save_model(self.graph, self._sess_options.optimized_model_filepath)
         self._ops = {n.name: n.op for n in self.graph.nodes}
         self._vocab = _token_vocab(self.graph)
+        # per-call metadata made once: names, output lookup, digest prefix, dequantize tables
+        self._in_names = [t.name for t in self.graph.inputs]
+        # (input, expected shape: token ids without their bytes axis, dims after the batch)
+        self._in_specs = [(t, s, tuple(s[1:])) for t in self.graph.inputs
+                          for s in [t.shape[:-1] if t.dtype == "int64" else t.shape]]
+        self._qparams = {t.name: (np.float32(t.scale), np.float32(t.zero_point))
+                         for t in self.graph.inputs}
+        self._outs = {t.name: t for t in self.graph.outputs}
+        self._digest = RunDigest(self.model_id, self._in_names + list(self._outs))
+        self._dequant = {t.name: dequantize_table(t.scale, t.zero_point) for t in self.graph.outputs}
         self.last_result = None
 
     def _prepare(self, device, device_id):
@@ -257,6 +269,7 @@ class InferenceSession:
             at["cuda_graphs"] = self._sess_options._config[CUDA_GRAPHS_KEY]
         self._exe = backend.prepare(self.graph, self.report.traversal, verbose=self.verbose, **at)
         self.device = self._exe.device
+        self.__dict__.pop("_sample_bytes", None)  # it depends on the device
 
     def set_providers(self, providers=None, provider_options=None):
         """onnxruntime's: prepare the graph again on the first available provider."""
@@ -297,29 +310,30 @@ class InferenceSession:
     def run_with_iobinding(self, iobinding, run_options=None):
         iobinding.run(self, run_options)
 
-    def _quantized_feeds(self, input_feed):
+    def quantize_feeds(self, input_feed):
+        """The int8 feeds a run would give the graph: {input name: int8 array}, every input
+        checked (names, shapes, dtypes, NaN, batch agreement, token ids) and float inputs
+        quantized at the boundary. Token ids come back as their packed int8 bytes."""
         if not isinstance(input_feed, dict):
             raise InputError("input_feed must be a dict {input name: array}")
-        names = [t.name for t in self.graph.inputs]
-        unknown = sorted(set(input_feed) - set(names))
-        missing = [n for n in names if n not in input_feed]
-        if unknown or missing:
-            raise InputError(f"unknown inputs {unknown} / missing inputs {missing}; "
-                             f"the model's inputs are {names}")
+        names = self._in_names
+        if len(input_feed) != len(names) or any(n not in input_feed for n in names):
+            self._names_error(input_feed)
         feeds, batch = {}, None
-        for t in self.graph.inputs:
-            try:
-                a = as_input(input_feed[t.name], t.name, self._exe)  # numpy, or on this GPU
-            except (ValueError, TypeError) as e:  # e.g. a ragged nested list
-                raise InputError(f"input {t.name!r} is not an array ({str(e)[:120]})") from None
-            shape = t.shape[:-1] if t.dtype == "int64" else t.shape  # ids: without their bytes
-            if a.ndim != len(shape) or a.shape[1:] != tuple(shape[1:]) or (
+        for t, shape, rest in self._in_specs:
+            a = input_feed[t.name]
+            if type(a) is not np.ndarray:
+                try:
+                    a = as_input(a, t.name, self._exe)  # numpy, or on this GPU
+                except (ValueError, TypeError) as e:  # e.g. a ragged nested list
+                    raise InputError(f"input {t.name!r} is not an array ({str(e)[:120]})") from None
+            if a.ndim != len(shape) or a.shape[1:] != rest or (
                     shape[0] != -1 and a.shape[0] != shape[0]) or a.shape[0] < 1:
                 raise ShapeError(f"input {t.name!r} has shape {list(a.shape)}; expected "
                                  f"{_dims(shape)}")
             if t.dtype == "int64":
                 q = _token_feed(to_host(a), t, self._vocab[t.name])
-            elif a.dtype == np.int8:
+            elif a.dtype == _INT8:
                 q = a
             elif a.dtype in _FLOATS:
                 q = self._quantize(a, t)
@@ -332,6 +346,20 @@ class InferenceSession:
             # a GPU array (arrays.as_input) stays on its device
             feeds[t.name] = np.ascontiguousarray(q) if isinstance(q, np.ndarray) else q
         return feeds
+
+    def _names_error(self, input_feed):
+        names = self._in_names
+        unknown = sorted(set(input_feed) - set(names))
+        missing = [n for n in names if n not in input_feed]
+        raise InputError(f"unknown inputs {unknown} / missing inputs {missing}; "
+                         f"the model's inputs are {names}")
+
+    def run_traced(self, input_feed):
+        """One run keeping every node's int8 output, without digests: (int8 feeds as
+        quantize_feeds gives them, {graph output name: int8}, [(node name, tensor name,
+        int8 array)] in execution order). What run_full(trace=True) digests."""
+        feeds = self.quantize_feeds(input_feed)
+        return (feeds, *self._run_chunked(feeds, True, {}))
 
     def _chunk(self):
         """Samples per backend call, so that one call stays within RUN_BYTES."""
@@ -348,10 +376,14 @@ class InferenceSession:
         q, step = None, self._chunk()
         for s in range(0, a.shape[0], step):
             part = a[s:s + step]
-            if has_nan(part, self._exe):
+            if isinstance(part, np.ndarray):
+                qp = quantize_host(part, *self._qparams[t.name])
+            else:
+                qp = None if has_nan(part, self._exe) else quantize_any(part, t.scale,
+                                                                         t.zero_point, self._exe)
+            if qp is None:
                 raise InputError(f"input {t.name!r} contains NaN, which has no deterministic "
                                  "int8 value; clean the input first")
-            qp = quantize_any(part, t.scale, t.zero_point, self._exe)
             if a.shape[0] <= step:
                 return qp
             q = np.empty(a.shape, np.int8) if q is None else q
@@ -377,8 +409,12 @@ class InferenceSession:
         return q_out, steps
 
     def _output_as(self, name, q, output_type):
-        t = next(t for t in self.graph.outputs if t.name == name)
-        return q if output_type == "int8" else dequantize_any(q, t.scale, t.zero_point, self._exe)
+        if output_type == "int8":
+            return q
+        if isinstance(q, np.ndarray) and q.dtype == np.int8:  # the reference's values, looked up by int8 code
+            return self._dequant[name].take(q.view(np.uint8))
+        t = self._outs[name]
+        return dequantize_any(q, t.scale, t.zero_point, self._exe)
 
     def run_full(self, output_names, input_feed, *, output_type="float32", trace=False,
                  device_outputs=False):
@@ -392,16 +428,16 @@ class InferenceSession:
                               f"the {self.device.upper()}")
         if output_type not in ("float32", "int8"):
             raise InputError(f"output_type {output_type!r}: use 'float32' or 'int8'")
-        outs = {t.name: t for t in self.graph.outputs}
+        outs = self._outs
         names = list(outs) if output_names is None else list(output_names)
         bad = [n for n in names if n not in outs]
         if bad:
             raise InputError(f"unknown outputs {bad}; the model's outputs are {list(outs)}")
-        feeds = self._quantized_feeds(input_feed)
+        feeds = self.quantize_feeds(input_feed)
         q_out, steps = self._run_chunked(feeds, trace,
                                          {"device_outputs": True} if device_outputs else {})
-        digest = run_digest(self.model_id, [(t.name, to_host(feeds[t.name])) for t in self.graph.inputs],
-                            [(t.name, to_host(q_out[t.name])) for t in self.graph.outputs])
+        digest = self._digest([to_host(feeds[n]) for n in self._in_names] +
+                              [to_host(q_out[n]) for n in outs])
         entries = None
         if trace:
             entries = [TraceEntry(i, node, self._ops[node], tensor, tuple(y.shape),

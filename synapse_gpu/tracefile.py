@@ -63,8 +63,7 @@ def node_outputs(sess, feeds):
     Returns (int8 feeds, {output name: int8}, [(Step, array)]). This reads the
     backend's own trace: the arrays run_full(trace=True) computes its digests from.
     """
-    q = sess._quantized_feeds(feeds)
-    outs, steps = sess._exe.run(q, trace=True)
+    q, outs, steps = sess.run_traced(feeds)
     nodes = {n.name: n for n in sess.graph.nodes}
     out = []
     for i, (name, tensor, y) in enumerate(steps):

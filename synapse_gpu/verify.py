@@ -219,7 +219,7 @@ def run_cli(args):
         return 0
     golden = tracefile.load(args.check)
     lines, ok = summarize([check_run(os.path.basename(args.model), sess,
-                                     sess._quantized_feeds(feeds), golden)])
+                                     sess.quantize_feeds(feeds), golden)])
     print(f"synapse verify: {args.model} on {sess.device} against {args.check}")
     print("\n".join(lines))
     return 0 if ok else 1

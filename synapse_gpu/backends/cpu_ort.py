@@ -59,14 +59,19 @@ def threads():
 SMALL_MACS = 1 << 20  # per sample: below this a graph runs on one thread (no hand-off cost)
 
 
+_SIGN = np.uint8(0x80)
+
+
 def to_u8(x):
     """int8 codes -> uint8 codes x + 128 (flip the sign bit)."""
-    return np.bitwise_xor(np.asarray(x, np.int8).view(np.uint8), np.uint8(0x80))
+    if type(x) is not np.ndarray or x.dtype != np.int8:
+        x = np.asarray(x, np.int8)
+    return np.bitwise_xor(x.view(np.uint8), _SIGN)
 
 
 def to_i8(y):
     """uint8 codes -> int8 codes y - 128, in place."""
-    np.bitwise_xor(y, np.uint8(0x80), out=y)
+    np.bitwise_xor(y, _SIGN, out=y)
     return y.view(np.int8)
 
 
