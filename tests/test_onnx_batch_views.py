@@ -193,9 +193,10 @@ def test_mixing_the_two_views_is_refused(first, then, match):
 
 @pytest.mark.parametrize("op", ["QLinearMul", "QLinearAdd"])
 @pytest.mark.parametrize("zp", [-128, 127])
-def test_channels_last_constant_is_the_axis_1_rule_transposed(op, zp):
+def test_channels_last_constant_is_onnxruntimes_rule(op, zp):
     """A constant (1, 1, 1, C) on (N, H, W, C) (ConvNeXt's layer scale after onnxruntime's
-    optimizer moved a Transpose past it): exactly the axis-1 rule of the transposed file."""
+    optimizer moved a Transpose past it): a `constant` node and the two-tensor rule, exactly
+    onnxruntime's; the transposed file's axis-1 affine rule within its bound of 1 step."""
     shape = (5, 6, 9)
     c = rand_i8(rng_for(7, zp), (shape[-1],))
 
@@ -206,11 +207,12 @@ def test_channels_last_constant_is_the_axis_1_rule_transposed(op, zp):
         y = m.node(op, [x, *m.q(0.05, zp), k, *m.q(0.01, 0), *m.q(0.06, 1)], MS)
         return m.model(["N", *shape], y if channels_last else m.transpose(y, [0, 2, 3, 1]))
     x = rand_i8(rng_for(8, zp), (3, *shape))
-    a, b = (InferenceSession(import_onnx(file(cl).SerializeToString()))
-            .run(None, {"x": x}, output_type="int8")[0] for cl in (True, False))
-    np.testing.assert_array_equal(a, b)
-    theirs = run_ort(file(True), x, 0)
-    assert np.abs(a.astype(int) - theirs).max() <= 1  # the axis-1 rule's bound (docs)
+    g = import_onnx(file(True).SerializeToString())
+    assert [n.op for n in g.nodes] == ["constant", op[len("QLinear"):].lower()]
+    a, b = (InferenceSession(gi).run(None, {"x": x}, output_type="int8")[0]
+            for gi in (g, import_onnx(file(False).SerializeToString())))
+    np.testing.assert_array_equal(a, run_ort(file(True), x, 0))
+    assert np.abs(a.astype(int) - b).max() <= 1  # the axis-1 rule's bound (docs)
 
 
 def rows_softmax(b, zp, merge=True):

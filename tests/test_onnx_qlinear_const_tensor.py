@@ -1,5 +1,6 @@
 """Importer: QLinearAdd/QLinearMul with a constant tensor operand (a ViT's positional
-embedding; qoperator.py _constant_tensor): a `constant` node and the two-tensor rule.
+embedding; a scalar; a last-axis constant; qoperator.py _constant_tensor): a `constant`
+node and the two-tensor rule.
 
 Independent computation: onnxruntime runs the same QOperator file; zero tolerance,
 zero points at both ends, per sample; the constant on either side.
@@ -18,9 +19,10 @@ from ort_helpers import rand_i8, rng_for
 SHAPE = (5, 12)
 
 
-def model(op, zp, const, const_first):
-    inits = {"xs": np.float32(0.04), "xz": np.int8(zp), "c": const, "cs": np.float32(0.03),
-             "cz": np.int8(-zp // 2), "ys": np.float32(0.05), "yz": np.int8(zp // 3)}
+def model(op, zp, const, const_first, scales=(0.04, 0.03, 0.05)):
+    xs, cs, ys = (np.float32(v) for v in scales)
+    inits = {"xs": xs, "xz": np.int8(zp), "c": const, "cs": cs,
+             "cz": np.int8(-zp // 2), "ys": ys, "yz": np.int8(zp // 3)}
     ins = [["x", "xs", "xz"], ["c", "cs", "cz"]]
     ins = ins[::-1] if const_first else ins
     g = helper.make_graph([helper.make_node(op, [*ins[0], *ins[1], "ys", "yz"], ["y"],
@@ -35,7 +37,10 @@ def model(op, zp, const, const_first):
 
 @pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
 @pytest.mark.parametrize("zp", [-128, 127])
-@pytest.mark.parametrize("const_first,cshape", [(False, (1, *SHAPE)), (True, SHAPE)])
+# a scalar and a last-axis constant too: the two-tensor rule is onnxruntime's (the
+# per-channel affine rule, kept for axis 1, rounds once more)
+@pytest.mark.parametrize("const_first,cshape", [(False, (1, *SHAPE)), (True, SHAPE), (False, ()),
+                                                (True, (SHAPE[-1],)), (False, (1, 1, SHAPE[-1]))])
 def test_constant_tensor_operand_equals_onnxruntime(op, zp, const_first, cshape):
     rng = rng_for(len(op), zp, const_first, cshape)
     m = model(op, zp, rand_i8(rng, cshape), const_first)
@@ -50,6 +55,22 @@ def test_constant_tensor_operand_equals_onnxruntime(op, zp, const_first, cshape)
     assert len(np.unique(ours)) > 16
     np.testing.assert_array_equal(sess.run(None, {"x": x[1:2]}, output_type="int8")[0],
                                   ours[1:2])
+
+
+@pytest.mark.parametrize("cshape", [(), (SHAPE[-1],)])
+@pytest.mark.parametrize("zp", [-128, 127])
+def test_scalar_and_last_axis_constants_round_as_onnxruntime(zp, cshape):
+    """Scales drawn at random: the per-channel affine rule this case once took (one
+    rounding more) missed onnxruntime's QLinearAdd on some of them."""
+    rng = rng_for(zp, cshape)
+    for _ in range(6):
+        m = model("QLinearAdd", zp, rand_i8(rng, cshape), False, rng.uniform(0.001, 0.1, 3))
+        x = rand_i8(rng, (8, *SHAPE))
+        ours = InferenceSession(import_onnx(m.SerializeToString()), device="cpu").run(
+            None, {"x": x}, output_type="int8")[0]
+        ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(
+            ours, np.concatenate([ref.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))]))
 
 
 def test_a_constant_tensor_varying_along_the_batch_is_refused():

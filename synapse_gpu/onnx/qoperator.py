@@ -169,14 +169,15 @@ class QOperatorOps:
                    yt)
 
     def _channel_constant(self, node, ci):
-        """Whether constant input ci is a scalar or one value per channel (axis 1 or the
-        last): the affine rule's; any other shape is a constant tensor (_constant_tensor)."""
+        """Whether constant input ci holds one value per channel (axis 1): the affine rule's.
+        A scalar, a last-axis or any other shape is a constant tensor (_constant_tensor):
+        the two-tensor rule is onnxruntime's, where the affine rule rounds once more."""
         c, x = self._in(node, ci).value, self._in(node, 3 - ci)
         if not isinstance(x, Int) or c.ndim > len(self.b.shapes[x.t]):
             return True  # the affine rule's errors name the problem
         rank = len(self.b.shapes[x.t])
         varies = [i for i, d in enumerate((1,) * (rank - c.ndim) + c.shape) if d != 1]
-        return not varies or varies in ([1], [rank - 1])
+        return varies == [1]
 
     def _constant_tensor(self, node, ci, xi):
         """Constant input ci (a positional embedding) as a `constant` node: its codes, in its
