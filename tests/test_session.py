@@ -143,3 +143,102 @@ def test_cpu_path_never_imports_cupy(model_path):
             "s.run(None, {'input': np.zeros((1, 1, 8, 8), np.float32)}); "
             "assert 'cupy' not in sys.modules, 'cupy imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _spec_digest(sess, r):
+    """The run digest from docs/SPEC.md's byte layout, written out independently."""
+    import hashlib
+
+    h = hashlib.sha256(b"synapse-run-v1\0" + bytes.fromhex(sess.model_id))
+    for name, a in [(t.name, r.int8_inputs[t.name]) for t in sess.graph.inputs] + \
+            [(t.name, r.int8_outputs[t.name]) for t in sess.graph.outputs]:
+        h.update(name.encode() + b"\0" + np.array([a.ndim, *a.shape], "<i8").tobytes()
+                 + np.ascontiguousarray(a, np.int8).tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The shipped digits MLP: on an onnxruntime engine, one fused graph (the lean path)."""
+    import os
+
+    ex = os.path.join(os.path.dirname(sg.__file__), "examples")
+    with np.load(os.path.join(ex, "digits_test.npz")) as z:
+        x = z["images"][:40].astype(np.float32)
+    return sg.InferenceSession(os.path.join(ex, "digits_int8.onnx"), device="cpu"), x
+
+
+def _hostile(x, seed):
+    """x with +-inf, huge values and exact half-way points of the input's scale."""
+    x = x.copy()
+    flat = x.reshape(len(x), -1)
+    rng = np.random.default_rng(seed)
+    flat[0, :4] = [np.inf, -np.inf, 3e38, -3e38]
+    flat[-1, -2:] = [-np.inf, np.inf]
+    idx = rng.integers(0, flat.shape[1], 12)
+    flat[1:13, idx] = (rng.integers(-130, 130, 12) + 0.5).astype(np.float32)
+    return x
+
+
+@pytest.mark.parametrize("which", ["tiny", "digits"])
+def test_one_call_and_chunked_runs_agree_bit_for_bit(which, sess, digits, monkeypatch):
+    """A batch that fits one backend call against the same batch cut into chunks of 7
+    (RUN_BYTES lowered): identical int8 inputs, outputs, float outputs, digests, trace."""
+    from synapse_gpu import session as session_mod
+
+    s, x = (sess, _images(40, seed=11) * 4 - 2) if which == "tiny" else digits
+    x = _hostile(x * np.float32(1.3), seed=12)
+    (name,), t_in, t_out = list(s._in_names), s.graph.inputs[0], s.graph.outputs[0]
+    whole = s.run_full(None, {name: x}, trace=True)
+    assert s._chunk() >= 40
+    monkeypatch.setattr(session_mod, "RUN_BYTES", 7 * s._sample_bytes)
+    assert s._chunk() == 7
+    cut = s.run_full(None, {name: x}, trace=True)
+    for r in (whole, cut):
+        np.testing.assert_array_equal(r.int8_inputs[name], quantize(x, t_in.scale, t_in.zero_point))
+        np.testing.assert_array_equal(r.outputs[0], dequantize(r.int8_outputs[t_out.name],
+                                                               t_out.scale, t_out.zero_point))
+        assert r.digest == _spec_digest(s, r)
+    np.testing.assert_array_equal(cut.int8_outputs[t_out.name], whole.int8_outputs[t_out.name])
+    assert cut.outputs[0].view(np.uint32).tolist() == whole.outputs[0].view(np.uint32).tolist()
+    assert cut.digest == whole.digest
+    assert [e.digest for e in cut.trace] == [e.digest for e in whole.trace]
+    assert np.unique(whole.int8_outputs[t_out.name]).size > 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_nan_refused_and_infinities_accepted_in_every_mix(sess, dtype, chunk, monkeypatch):
+    """NaN anywhere (alone, beside +inf and -inf, only in the last chunk) is refused;
+    +inf and -inf together (whose sum is NaN) without NaN are quantized as the reference."""
+    from synapse_gpu import session as session_mod
+
+    if chunk:
+        monkeypatch.setattr(session_mod, "RUN_BYTES", chunk * sess._sample_bytes)
+    t = sess.graph.inputs[0]
+    x = (_images(20, seed=13) * 8 - 4).astype(dtype)
+    x[0, 0, 0, :2] = [np.inf, -np.inf]
+    x[19, 0, 7, 6:] = [-np.inf, np.inf]
+    q, = sess.run(None, {"input": x}, output_type="int8")
+    np.testing.assert_array_equal(sess.last_result.int8_inputs["input"],
+                                  quantize(x, t.scale, t.zero_point))
+    np.testing.assert_array_equal(q, sess.run(None, {"input": quantize(x, t.scale, t.zero_point)},
+                                              output_type="int8")[0])
+    for where in [(0, 0, 0, 2), (19, 0, 7, 7), (19, 0, 7, 5), (10, 0, 3, 3)]:
+        bad = x.copy()
+        bad[where] = np.nan
+        with pytest.raises(errors.InputError, match="contains NaN"):
+            sess.run(None, {"input": bad})
+
+
+def test_run_traced_and_quantize_feeds_are_what_run_full_digests(sess):
+    x = _images(3, seed=14)
+    r = sess.run_full(None, {"input": x}, trace=True)
+    q = sess.quantize_feeds({"input": x})
+    np.testing.assert_array_equal(q["input"], r.int8_inputs["input"])
+    feeds, outs, steps = sess.run_traced({"input": x})
+    np.testing.assert_array_equal(feeds["input"], q["input"])
+    np.testing.assert_array_equal(outs["logits"], r.int8_outputs["logits"])
+    assert [(n, tensor_digest(t, y)) for n, t, y in steps] == [(e.node, e.digest) for e in r.trace]
+    with pytest.raises(errors.InputError, match="missing inputs"):
+        sess.quantize_feeds({})
