@@ -69,8 +69,18 @@ def graphs_switch(value):
     return _SWITCH[key]
 
 
+def _slot_sizes(traversal, batch):
+    """int8 elements of each slot at this batch size. The core sizes slots per sample
+    (axis 0 the batch); a tensor whose axis 0 is a fixed size instead (a graph input
+    declared (32, 70)) needs all of its elements, whatever the batch."""
+    sizes = [max(1, e * batch) for e in traversal.slot_elems]
+    for t, s in traversal.slot_of.items():
+        sizes[s] = max(sizes[s], math.prod(concrete(traversal.shapes[t], batch)))
+    return sizes
+
+
 def _plan_bytes(traversal, batch):
-    return sum(max(1, e * batch) for e in traversal.slot_elems)
+    return sum(_slot_sizes(traversal, batch))
 
 
 class _Plan:
@@ -79,12 +89,13 @@ class _Plan:
     def __init__(self, exe, batch):
         dev, tr = exe.dev, exe.traversal
         self.batch = batch
-        self.nbytes = _plan_bytes(tr, batch)
+        sizes = _slot_sizes(tr, batch)
+        self.nbytes = sum(sizes)
         self.graph = None  # the captured traversal, replayed by every later run
         self.refusal = None  # why this plan runs plain launches for good (a failed capture)
         self.runs = 0
         self.shapes = {t: concrete(s, batch) for t, s in tr.shapes.items()}
-        slots = [dev.empty(max(1, e * batch)) for e in tr.slot_elems]
+        slots = [dev.empty(n) for n in sizes]
         self.views = {t: slots[s][:math.prod(self.shapes[t])].reshape(self.shapes[t])
                       for t, s in tr.slot_of.items()}
         self.steps = []  # per node: [("copy", dst, src) or ("launch", kernel, n, args)]
@@ -125,7 +136,7 @@ class CudaExecutable:
         self.cuda_graphs = graphs_switch(cuda_graphs)
         self.dev = dev if dev is not None else CupyDevice(self.verbose, device_id)
         self.device_id = getattr(self.dev, "device_id", None)
-        # conv/dense kernel variants (cuda_variants.py): same bits, chosen per layer shape
+        # conv/dense/matmul kernel variants (cuda_variants.py): same bits, chosen per layer shape
         cc = getattr(getattr(self.dev, "device", None), "compute_capability", None)
         self.variants = Chooser(variant, cc)
         self._params = {}  # (buffer id, dtype) -> device array, shared by every node
@@ -136,7 +147,7 @@ class CudaExecutable:
         # errors surface at prepare.
         self._plan_for(1)
         if self.verbose and self.variants.chosen:
-            print("synapse: CUDA conv/dense kernel variants: " + ", ".join(
+            print("synapse: CUDA conv/dense/matmul kernel variants: " + ", ".join(
                 f"{v} x{n}" for v, n in sorted(Counter(self.variants.chosen.values()).items())))
 
     def kernel(self, name):
