@@ -98,6 +98,9 @@ class _Plan:
         slots = [dev.empty(n) for n in sizes]
         self.views = {t: slots[s][:math.prod(self.shapes[t])].reshape(self.shapes[t])
                       for t, s in tr.slot_of.items()}
+        for t, shape in exe.variants.plan_layout(tr.order, self.shapes, exe.graph.buffers,
+                                                 [o.name for o in exe.graph.outputs]).items():
+            self.views[t] = dev.empty(math.prod(shape)).reshape(shape)  # channels-last (conv v6)
         self.steps = []  # per node: [("copy", dst, src) or ("launch", kernel, n, args)]
         for node in tr.order:
             todo = []
@@ -107,11 +110,11 @@ class _Plan:
                     todo.append(("copy", self.views[s.dst].reshape(-1),
                                  self.views[s.src].reshape(-1)))
                 else:
-                    todo.append(("launch", exe.kernel(s.kernel), s.n,
+                    todo.append(("trace" if s.trace_only else "launch", exe.kernel(s.kernel), s.n,
                                  tuple(self._resolve(exe, a) for a in s.args)))
             self.steps.append(todo)
         self.launches = sum(1 for todo in self.steps for kind, *step in todo
-                            if kind == "copy" or step[1])  # a launch of n = 0 threads is skipped
+                            if kind == "copy" or kind == "launch" and step[1])  # a launch of n = 0 threads is skipped
 
     def _resolve(self, exe, a):
         if isinstance(a, Act):
@@ -216,7 +219,7 @@ class CudaExecutable:
             for kind, *step in todo:
                 if kind == "copy":
                     dev.copy(*step)
-                else:
+                elif kind == "launch" or trace:  # "trace": a conversion only a trace reads
                     dev.launch(*step)
             if trace:  # the slot may be reused later: read it now, in stream order
                 steps.append((node.name, node.outputs[0], dev.read(plan.views[node.outputs[0]])))

@@ -45,6 +45,7 @@ class Launch:
     kernel: str
     n: int  # threads = elements written
     args: tuple  # Act / Param / Table / int, in the kernel's parameter order
+    trace_only: bool = False  # issued on trace runs only (cuda_variants.Layout)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ A variant that does not apply to a layer falls back: v3 and v5 to v2 below sm_80
 (the tensor-core mma.sync m16n8k32 s8 and cp.async need sm_80), v4 to v1 for a conv that is not
 depthwise 1-D/2-D or whose input patch exceeds the kernel's shared memory, v2/v3 to
 v1 past 32-bit tile coordinates (K or pixels >= 2^31).
+
+v6 (conv only, forced only) is the channels-last conv: Layout below keeps runs of
+ops that have a channels-last form in NHWC buffers of their own and converts at
+the runs' edges.
 """
 from __future__ import annotations
 
@@ -31,19 +35,21 @@ import numpy as np
 
 from ..errors import OptionError
 from ..reference.conv import resolve_pads
-from .cuda_lowering import Act, Launch, Param, Table, _lower_matmul, _qrange, check_launch
+from .cuda_lowering import Act, Launch, Param, Table, _lower_matmul, _qrange, check_launch, lower
+from .cuda_source import kernel_signatures
 
 ENV = "SYNAPSE_CUDA_VARIANT"
 TABLE_ENV = "SYNAPSE_CUDA_VARIANT_TABLE"
 PACKAGED_TABLE = Path(__file__).with_name("cuda_variants.json")
 FAMILY_OF = {"conv1d": "conv", "conv2d": "conv", "conv3d": "conv", "dense": "dense",
              "matmul": "matmul"}
-VARIANTS = {"conv": ("v1", "v2", "v3", "v4", "v5"), "dense": ("v1", "v2", "v3", "v5"),
+VARIANTS = {"conv": ("v1", "v2", "v3", "v4", "v5", "v6"), "dense": ("v1", "v2", "v3", "v5"),
             "matmul": ("v1", "v2", "v3", "v5")}
 ALL = sorted(set().union(*VARIANTS.values()))
 GEMM = ("v2", "v3", "v5")  # the variants on the implicit-GEMM core (synapse_igemm.cuh)
 SM80 = ("v3", "v5")  # mma.sync m16n8k32 s8, cp.async
-KERNELS = frozenset({"conv2d_v4", *(f"{f}_{v}" for f in ("conv", "dense", "matmul") for v in GEMM)})
+KERNELS = frozenset({"conv2d_v4", "conv_v6",
+                     *(f"{f}_{v}" for f in ("conv", "dense", "matmul") for v in GEMM)})
 THREADS = 256  # the variants' block size (cuda_device.BLOCK)
 TILE = 64      # synapse_igemm.cuh: SYN_TM = SYN_TP
 DW_TILE, DW_PATCH, DW_TAPS = 16, 4096, 1024  # conv.cu: SYN_DW_*
@@ -97,6 +103,10 @@ def shape_key(node, S, P):
     g = _conv_geometry(node, S, P)
     return (f"{node.op}:C={g['C']}:M={g['M']}:in={g['sp']}:k={g['k']}:s={g['s']}:p={g['p']}"
             f":d={g['d']}:g={g['group']}")
+
+
+def _params(node, buffers):
+    return {r: buffers[b] for r, b in node.params.items()}
 
 
 def _wrap32(v):
@@ -209,6 +219,7 @@ class Chooser:
         self.cc = int(cc) if cc else None
         self.table = load_table() if table is None else table
         self.chosen = {}  # node name -> variant that ran (v1 included)
+        self.layout = None  # the Layout of the plan being lowered (conv v6 forced)
 
     def variant(self, node, S, P):
         """The variant asked for this node (before fallbacks)."""
@@ -224,6 +235,8 @@ class Chooser:
         if node.op not in FAMILY_OF:
             return None
         v = self.variant(node, S, P)
+        if v == "v6":  # lowered by the layout pass, channels-last
+            return _lower_conv_gemm(node, S, P, v) if self.layout else None
         if v in SM80 and (self.cc is None or self.cc < 80):
             v = "v2"
         steps = None
@@ -234,10 +247,93 @@ class Chooser:
         self.chosen[node.name] = v if steps else "v1"
         return steps
 
+    def plan_layout(self, order, shapes, buffers, outputs):
+        """Start lowering a plan: {NHWC buffer name: shape} the plan must allocate ({}
+        unless conv v6 is forced: then the Layout pass runs)."""
+        self.layout = None
+        if self.force.get("conv") != "v6":
+            return {}
+        self.layout = Layout(order, shapes, lambda n: _params(n, buffers), outputs)
+        return self.layout.shapes
+
     def lower(self, node, shapes, buffers):
         """A node's variant launches, checked against the kernel signatures, or None (v1:
         cuda_lowering.lower)."""
-        steps = self(node, shapes, {r: buffers[b] for r, b in node.params.items()})
-        for s in steps or ():
-            check_launch(s, node.outputs[0])
+        steps = self(node, shapes, _params(node, buffers))
+        if self.layout is not None and node.name in self.layout.nhwc:
+            steps = self.layout.steps(node, shapes, steps or lower(node, shapes, buffers))
+            self.chosen[node.name] = "v6" if node.op in CONVS else "nhwc"
+        for s in steps or ():  # a conversion's or v6's output: its "out" argument
+            check_launch(s, s.args[kernel_signatures()[s.kernel][1].index("out")].name)
         return steps
+
+
+
+# Ops with a channels-last form besides the v6 conv: elementwise ops whose operands
+# all share the output's layout (add: no broadcast).
+AGNOSTIC = frozenset({"relu", "clip", "requantize", "lut", "add"})
+CONVS = ("conv1d", "conv2d", "conv3d")
+NHWC = "#nhwc"  # a tensor's channels-last copy: the name of its own buffer
+
+
+def _convert(kernel, t, S, src, dst):
+    """nchw_to_nhwc_v1 / nhwc_to_nchw_v1 of tensor t: (N, C, S) <-> (N, S, C)."""
+    shape = S[t]
+    return Launch(kernel, math.prod(shape), (Act(src), Act(dst), shape[0], shape[1],
+                                              math.prod(shape[2:])))
+
+
+def _renamed(step, names):
+    """A launch with its activations renamed (t -> its NHWC copy)."""
+    return replace(step, args=tuple(Act(names.get(a.name, a.name)) if isinstance(a, Act) else a
+                                    for a in step.args))
+
+
+class Layout:
+    """The layout pass of one plan (one batch size) when conv v6 is forced: which nodes
+    run channels-last, the conversions at the edges of their runs, their NHWC buffers.
+
+    A conv with a v6 lowering runs channels-last; so does an AGNOSTIC op whose inputs
+    all have channels-last copies (results of such nodes, or a v6 conv's converted
+    input) of its output's shape (no broadcast). A channels-first
+    input of a v6 conv is converted before its first such conv (once); a channels-last
+    result is converted back right after its node where a channels-first op or the
+    graph's output reads it, else only on trace runs (a trace shows every node's
+    output channels-first, the same bits as without v6). Conversions (plan kernels)
+    counts the conversions a run issues.
+    """
+
+    def __init__(self, order, S, params, outputs):
+        self.nhwc = set()  # nodes that run channels-last
+        made, copied = set(), set()  # tensors produced channels-last / converted in
+        for node in order:
+            if node.op in CONVS:
+                ok = _lower_conv_gemm(node, S, params(node), "v6") is not None
+                copied.update(t for t in node.inputs if ok and t not in made)
+            else:
+                ok = node.op in AGNOSTIC and all(t in made | copied and S[t] == S[node.outputs[0]]
+                                                 for t in node.inputs)
+            if ok:
+                self.nhwc.add(node.name)
+                made.update(node.outputs)
+        read_nchw = {t for n in order if n.name not in self.nhwc for t in n.inputs}
+        self.back = (read_nchw | set(outputs)) & made  # converted back for every run
+        self.made = made
+        self.shapes = {t + NHWC: (S[t][0], *S[t][2:], S[t][1])
+                       for n in order if n.name in self.nhwc for t in (*n.inputs, *n.outputs)}
+        self._in = set()  # channels-first tensors converted in so far (lowering order)
+
+    def steps(self, node, S, variant_steps):
+        """The node's launches (variant_steps: its v6 launches, for a conv) with the
+        conversions around it. None: the node is not channels-last."""
+        if node.name not in self.nhwc:
+            return None
+        names = {t: t + NHWC for t in (*node.inputs, *node.outputs)}
+        out = [_convert("nchw_to_nhwc_v1", t, S, t, names[t])
+               for t in node.inputs if t not in self.made and t not in self._in]
+        self._in.update(node.inputs)
+        out += [_renamed(s, names) for s in variant_steps]
+        y = node.outputs[0]
+        back = _convert("nhwc_to_nchw_v1", y, S, names[y], y)
+        out.append(back if y in self.back else replace(back, trace_only=True))
+        return out
