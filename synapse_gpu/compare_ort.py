@@ -9,16 +9,22 @@ tensor (an importer-made requantize, a shape op on a float tensor) stays
 unmapped. As Polygraphy does, the mapped tensors are marked as graph outputs
 on a copy of onnxruntime's own optimized model (marking the original would
 change which nodes its optimizer fuses).
-uint8 codes are shifted by -128 into int8, as the importer does.
+uint8 codes are shifted by -128 into int8, as the importer does. A tensor the importer
+kept as a batch view (onnx/batch_views.py, recorded in the graph's metadata) is brought
+into Synapse's layout before the comparison: rows (N*R, *T) -> (N, R, *T), the same
+elements in the same order; a moved batch back to axis 0. Any other shape difference
+stays a difference.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
 import numpy as np
 
 from .errors import InputError
+from .onnx.batch_views import METADATA_KEY
 from .onnx.checks import label
 
 _CODES = {"int8": np.int8, "uint8": np.uint8}
@@ -152,20 +158,41 @@ def onnxruntime_tensors(model, graph, feeds, options=None):
     if any(not np.array_equal(a, got[n]) for n, a in zip(outputs, plain)):
         notes.append("the marked optimized model's outputs differ from onnxruntime's own run")
     theirs, how = {}, {}
+    views = json.loads(graph.metadata.get(METADATA_KEY, "{}"))
     for t, (name, channels_last) in mapping.items():
         a = got.get(name)
         if a is None or a.dtype.name not in _CODES:
             continue
         if channels_last:  # NHWC back to NCHW
             a = np.moveaxis(a, -1, 1)
+        a, view = _synapse_layout(a, views.get(name))
         theirs[t] = (a.astype(np.int16) - 128).astype(np.int8) if a.dtype == np.uint8 else a
-        how[t] = _how(produced, name) + (f" ({a.dtype.name}" + (", NHWC)" if channels_last else ")"))
+        how[t] = _how(produced, name) + (f" ({a.dtype.name}" + (", NHWC" if channels_last else "")
+                                         + (f", {view}" if view else "") + ")")
+    n_views = sum(", batch view" in h for h in how.values())
+    if n_views:
+        notes.append(f"{n_views} onnxruntime tensors are batch views (the batch merged into "
+                     "rows or moved off axis 0): compared element for element in Synapse's "
+                     "layout")
     names = {0: "disabled", 1: "basic", 2: "extended", 99: "all"}
     n_nodes = len(set(theirs) - {t.name for t in graph.inputs})
     notes.append(f"onnxruntime (graph optimizations: {names.get(int(level), int(level))}): "
                  f"{n_nodes} of {len(graph.nodes)} Synapse nodes have an int8 tensor in its "
                  "optimized graph")
     return theirs, how, notes
+
+
+def _synapse_layout(a, view):
+    """onnxruntime's tensor of a batch view ([kind, n] from the graph's metadata) in
+    Synapse's layout, and how it was read (None: no view, or a shape it does not fit)."""
+    if view is None:
+        return a, None
+    kind, n = view
+    if kind == "rows" and a.ndim >= 1 and a.shape[0] % n == 0:
+        return a.reshape(a.shape[0] // n, n, *a.shape[1:]), f"batch view: {n} rows per sample"
+    if kind == "moved" and 0 < n < a.ndim:
+        return np.moveaxis(a, n, 0), f"batch view: batch on axis {n}"
+    return a, None
 
 
 def _how(produced, name):

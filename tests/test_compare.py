@@ -192,3 +192,30 @@ def test_cpu_rerun_on_a_fused_model_gives_every_nodes_traced_output():
     assert c.first_divergent.node == steps[0][0].node and c.first_divergent.cause == "rule"
     later = {n.cause for n in c.nodes[1:] if n.status == "differs"}
     assert later == {"propagated"}
+
+
+@pytest.mark.parametrize("case,batch", [("rows_refactored", 1), ("moved_sequence", 3)])
+def test_batch_view_tensors_compare_in_element_order(case, batch):
+    """onnxruntime's tensor of a batch view is (N*R, *T) or has the batch off axis 0, where
+    Synapse keeps (N, R, *T) or the batch first: compared element for element through the
+    view the graph records, and said so; without that record, a different shape differs."""
+    from synapse_gpu.compare_ort import _synapse_layout
+    from synapse_gpu.onnx.batch_views import METADATA_KEY
+    from synapse_gpu.onnx.importer import import_onnx
+    from ort_helpers import rand_i8, rng_for
+    from test_onnx_batch_views import CASES
+
+    make, b = CASES[case]
+    m, per = make(b, -128)
+    x = {"x": rand_i8(rng_for(len(case)), (batch, *per))}
+    g = import_onnx(m.SerializeToString())
+    c = compare(InferenceSession(g, device="cpu"), x, "onnxruntime", onnx_model=m)
+    views = [n for n in c.nodes if n.theirs_op and "batch view" in n.theirs_op]
+    assert len(views) >= 2 and c.identical  # the rows/moved ops are bit-exact (QOperator)
+    assert any("batch views" in n for n in c.notes) and "batch view" in c.table(all_nodes=True)
+    del g.metadata[METADATA_KEY]
+    bare = compare(InferenceSession(g, device="cpu"), x, "onnxruntime", onnx_model=m)
+    assert {n.node for n in bare.nodes if n.status == "differs"} == {n.node for n in views}
+    assert all(n.identical == 0.0 for n in bare.nodes if n.status == "differs")
+    # a shape the recorded view does not fit is left as it is: it still differs
+    assert _synapse_layout(np.zeros((10, 5), np.int8), ["rows", 3])[1] is None

@@ -26,6 +26,7 @@ importer._Importer, ahead of Int8Ops.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass
 
@@ -56,6 +57,16 @@ class Rows:
 class Moved:
     pos: int  # the ONNX axis that holds the batch
     by: str
+
+
+# Graph metadata key of the views: JSON {ONNX tensor: ["rows", R] or ["moved", j]}, read by
+# compare_ort.py to bring onnxruntime's tensor into Synapse's layout (same elements)
+METADATA_KEY = "onnx_batch_views"
+
+
+def to_metadata(views):
+    return json.dumps({t: ["rows", v.rows] if isinstance(v, Rows) else ["moved", v.pos]
+                       for t, v in sorted(views.items())}, separators=(",", ":"))
 
 
 def _what(view):

@@ -146,6 +146,8 @@ class _Importer(batch_views.BatchViews, const_concat.ConstConcatOps, AttentionOp
                 "name": self.name or self.g.name or "model"}
         if self.inferred:
             meta["inferred_quantization"] = "; ".join(str(i) for i in self.inferred)
+        if self.views:  # for compare: onnxruntime's tensor is Synapse's in another layout
+            meta[batch_views.METADATA_KEY] = batch_views.to_metadata(self.views)
         return self.b.build(meta)
 
     def _convert(self, node):
