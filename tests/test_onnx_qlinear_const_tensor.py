@@ -35,6 +35,12 @@ def model(op, zp, const, const_first, scales=(0.04, 0.03, 0.05)):
                              ir_version=9)
 
 
+def ort_per_sample(m, x):
+    """onnxruntime's output, one sample at a time (the file declares batch 1)."""
+    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.concatenate([ref.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
+
+
 @pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
 @pytest.mark.parametrize("zp", [-128, 127])
 # a scalar and a last-axis constant too: the two-tensor rule is onnxruntime's (the
@@ -49,9 +55,7 @@ def test_constant_tensor_operand_equals_onnxruntime(op, zp, const_first, cshape)
     x = rand_i8(rng, (3, *SHAPE))
     sess = InferenceSession(g, device="cpu")  # `constant` has no CUDA kernel yet (tokens.py)
     ours = sess.run(None, {"x": x}, output_type="int8")[0]
-    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    theirs = np.concatenate([ref.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
-    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(ours, ort_per_sample(m, x))
     assert len(np.unique(ours)) > 16
     np.testing.assert_array_equal(sess.run(None, {"x": x[1:2]}, output_type="int8")[0],
                                   ours[1:2])
@@ -68,9 +72,7 @@ def test_scalar_and_last_axis_constants_round_as_onnxruntime(zp, cshape):
         x = rand_i8(rng, (8, *SHAPE))
         ours = InferenceSession(import_onnx(m.SerializeToString()), device="cpu").run(
             None, {"x": x}, output_type="int8")[0]
-        ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-        np.testing.assert_array_equal(
-            ours, np.concatenate([ref.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))]))
+        np.testing.assert_array_equal(ours, ort_per_sample(m, x))
 
 
 def test_a_constant_tensor_varying_along_the_batch_is_refused():
