@@ -60,7 +60,7 @@ _REFUSED_METHODS = {
 }
 
 FALLBACK_KEY = "session.disable_cpu_ep_fallback"  # "1": no silent CPU fallback (honoured)
-# Forces CUDA conv/dense kernel variants, as SYNAPSE_CUDA_VARIANT (backends/cuda_variants.py)
+# Forces CUDA conv/dense/matmul kernel variants, as SYNAPSE_CUDA_VARIANT (backends/cuda_variants.py)
 CUDA_VARIANT_KEY = "synapse.cuda_variant"
 # "1": replay each batch size's launches as a CUDA graph, as SYNAPSE_CUDA_GRAPHS (backends/cuda.py)
 CUDA_GRAPHS_KEY = "synapse.cuda_graphs"

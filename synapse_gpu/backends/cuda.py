@@ -267,7 +267,7 @@ class CudaExecutable:
 
 def prepare(graph, traversal, verbose=None, device_id=None, variant=None, cuda_graphs=None):
     """Upload the parameters and load the kernels of a planned graph on GPU device_id
-    (None: CuPy's current device). variant forces conv/dense kernel variants
+    (None: CuPy's current device). variant forces conv/dense/matmul kernel variants
     (cuda_variants.py; None: SYNAPSE_CUDA_VARIANT, the variant table, else v1);
     cuda_graphs: replay each batch size's launches as a CUDA graph (graphs_switch)."""
     return CudaExecutable(graph, traversal, verbose=verbose, device_id=device_id, variant=variant,
