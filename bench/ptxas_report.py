@@ -43,8 +43,8 @@ def main():
         f"NVRTC {major}.{minor}, CuPy's options ({' '.join(nvrtc.cupy_options(cuda.NVRTC_OPTIONS, 'XX'))})"
         f" plus --ptxas-options=-v; written by `bench/ptxas_report.py` on "
         f"{datetime.date.today().isoformat()} (no GPU involved).",
-        "Stack frame = local memory per thread; the v1 and v5 kernels must have no spills and no "
-        "local memory (tests/test_cuda_nvrtc.py).",
+        "Stack frame = local memory per thread; the v1, v5 and v6 kernels must have no spills and "
+        "no local memory (tests/test_cuda_nvrtc.py).",
         "",
         "| kernel | target | registers | spill stores / loads (bytes) | stack frame (bytes) "
         "| static shared (bytes) |",

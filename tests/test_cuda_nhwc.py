@@ -48,7 +48,8 @@ def resnet_block(seed=0):
         return build.conv(b, h, cases.i8(rng, (M, C, k, k)),
                           rng.uniform(0.002, 0.006, M).astype(np.float32),
                           rng.integers(-3000, 3000, M).astype(np.int32), y_scale=0.05,
-                          y_zero_point=int(rng.integers(-20, 20)), w_zero_point=int(rng.integers(-3, 4)),
+                          y_zero_point=int(rng.integers(-20, 20)),
+                          w_zero_point=int(rng.integers(-3, 4)),
                           pads=[k // 2] * 4, relu=relu)
 
     h = build.max_pool(b, conv(x, 3, 16, 3), [2, 2], strides=[2, 2])
@@ -63,7 +64,7 @@ def resnet_block(seed=0):
 
 def _conversions(exe):
     """{kind of step: count} of the layout conversions of the last plan."""
-    names = {exe.kernel(k): k for k in ("nchw_to_nhwc_v1", "nhwc_to_nchw_v1")}
+    names = {exe.kernel(k): k for k in (cuda_variants.TO_NHWC, cuda_variants.TO_NCHW)}
     got = {}
     for todo in exe._plan.steps:
         for kind, *step in todo:
@@ -124,8 +125,12 @@ def test_v6_fed_channels_first_bytes_is_caught(monkeypatch):
     """The comparison has teeth: conv_v6 handed the input's channels-first slot (the
     conversion in skipped) gives other outputs."""
     real = cuda_variants._renamed
-    monkeypatch.setattr(cuda_variants, "_renamed", lambda step, names: real(
-        step, {t: n for t, n in names.items() if step.kernel != "conv_v6" or t != step.args[0].name}))
+
+    def renamed(step, names):  # conv_v6's input left channels-first
+        x = step.args[0].name if step.kernel == "conv_v6" else None
+        return real(step, {t: n for t, n in names.items() if t != x})
+
+    monkeypatch.setattr(cuda_variants, "_renamed", renamed)
     graph, feeds = T._conv_case("tile_edges_odd_c", -37, 1, 1)
     with pytest.raises(AssertionError):
         T._check_variant(graph, feeds, "v6")

@@ -114,7 +114,7 @@ class _Plan:
                                  tuple(self._resolve(exe, a) for a in s.args)))
             self.steps.append(todo)
         self.launches = sum(1 for todo in self.steps for kind, *step in todo
-                            if kind == "copy" or kind == "launch" and step[1])  # a launch of n = 0 threads is skipped
+                            if kind == "copy" or kind == "launch" and step[1])  # n = 0: skipped
 
     def _resolve(self, exe, a):
         if isinstance(a, Act):

@@ -274,6 +274,7 @@ class Chooser:
 AGNOSTIC = frozenset({"relu", "clip", "requantize", "lut", "add"})
 CONVS = ("conv1d", "conv2d", "conv3d")
 NHWC = "#nhwc"  # a tensor's channels-last copy: the name of its own buffer
+TO_NHWC, TO_NCHW = "nchw_to_nhwc_v1", "nhwc_to_nchw_v1"  # layout.cu: conversions, not ops
 
 
 def _convert(kernel, t, S, src, dst):
@@ -329,11 +330,11 @@ class Layout:
         if node.name not in self.nhwc:
             return None
         names = {t: t + NHWC for t in (*node.inputs, *node.outputs)}
-        out = [_convert("nchw_to_nhwc_v1", t, S, t, names[t])
+        out = [_convert(TO_NHWC, t, S, t, names[t])
                for t in node.inputs if t not in self.made and t not in self._in]
         self._in.update(node.inputs)
         out += [_renamed(s, names) for s in variant_steps]
         y = node.outputs[0]
-        back = _convert("nhwc_to_nchw_v1", y, S, names[y], y)
+        back = _convert(TO_NCHW, y, S, names[y], y)
         out.append(back if y in self.back else replace(back, trace_only=True))
         return out
