@@ -21,6 +21,8 @@
    Batch-1 latency with and without CUDA graph replay (backends/cuda.py): int8
    feeds through two executables, plain launches against the captured graph, both
    bit-exact with the CPU backend on every checked run before they are timed.
+   Every conv variant forced in turn on the model (v6: channels-last, its layout
+   conversions inside the kernel time), each bit-exact with v1 before it is timed.
 3. bench/results/gpu_<device>.md and .json: device, driver, CUDA runtime, versions,
    every figure, and the % of the device's int8 dense tensor-core peak.
 
@@ -529,7 +531,8 @@ def bench_variants(plat, graph, trav, feeds, want, cpu_want, reps):
         i = 0
         for node, todo in zip(trav.order, exe._plan.steps):
             n = sum(1 for step in todo if step[0] == "launch")
-            if exe.variants.chosen.get(node.name) == variant:
+            # v6 runs only forced, for the whole model (its layout pass): never a table entry
+            if exe.variants.chosen.get(node.name) == variant != "v6":
                 P = {r: graph.buffers[b] for r, b in node.params.items()}
                 t = layers.setdefault(cuda_variants.shape_key(node, exe._plan.shapes, P), {})
                 t[variant] = t.get(variant, 0.0) + float(med[i:i + n].sum())

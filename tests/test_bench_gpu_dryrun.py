@@ -62,7 +62,7 @@ def test_dry_run_writes_checked_results(tmp_path):
     assert cg["plain_ms"] > 0 and cg["graph_ms"] > 0 and cg["launches"] >= m["nodes"]
     assert "## Batch-1 latency: CUDA graph replay" in md and "| CUDA graph replay | " in md
     kv = m["kernel_variants"]
-    assert [v["variant"] for v in kv["variants"]] == ["v1", "v2", "v3", "v4", "v5"]
+    assert [v["variant"] for v in kv["variants"]] == ["v1", "v2", "v3", "v4", "v5", "v6"]
     assert all(v["bit_exact"] and v["kernel_ms"] > 0 for v in kv["variants"])
     table = json.loads((tmp_path / "cuda_variants_dry-run-host.json").read_text())
     assert table["batch"] == 8 and set(table["layers"].values()) <= {"v1", "v2", "v3", "v4", "v5"}

@@ -325,6 +325,7 @@ def test_parse_force():
     assert cuda_variants.parse_force("") == {}
     assert cuda_variants.parse_force("v2") == {"conv": "v2", "dense": "v2", "matmul": "v2"}
     assert cuda_variants.parse_force("v4") == {"conv": "v4"}
+    assert cuda_variants.parse_force("v6") == {"conv": "v6"}  # channels-last: conv only
     assert cuda_variants.parse_force("conv=v3, matmul=v5") == {"conv": "v3", "matmul": "v5"}
     for bad in ("v9", "dense=v4", "matmul=v4", "pool=v2"):
         with pytest.raises(OptionError, match="SYNAPSE_CUDA_VARIANT: .*(variant|family)"):
