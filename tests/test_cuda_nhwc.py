@@ -134,3 +134,15 @@ def test_v6_fed_channels_first_bytes_is_caught(monkeypatch):
     graph, feeds = T._conv_case("tile_edges_odd_c", -37, 1, 1)
     with pytest.raises(AssertionError):
         T._check_variant(graph, feeds, "v6")
+
+
+def test_v6_replayed_as_a_cuda_graph():
+    """The captured traversal holds the run's conversions, not the trace-only ones."""
+    graph = resnet_block()
+    feeds = cases.feeds_for(graph, np.random.default_rng(3), 1)
+    want, _ = cpu.prepare(graph, cases.traversal(graph)).run(feeds)
+    exe = cuda.prepare(graph, cases.traversal(graph), variant="v6", cuda_graphs=True)
+    for _ in range(3):
+        np.testing.assert_array_equal(exe.run(feeds)[0]["y"], want["y"])
+    n = sum(1 for todo in exe._plan.steps for kind, *_ in todo if kind != "trace")
+    assert exe.graph_notes[1] == f"CUDA graph of {n} launches, replayed"

@@ -296,12 +296,12 @@ class Layout:
 
     A conv with a v6 lowering runs channels-last; so does an AGNOSTIC op whose inputs
     all have channels-last copies (results of such nodes, or a v6 conv's converted
-    input) of its output's shape (no broadcast). A channels-first
-    input of a v6 conv is converted before its first such conv (once); a channels-last
-    result is converted back right after its node where a channels-first op or the
-    graph's output reads it, else only on trace runs (a trace shows every node's
-    output channels-first, the same bits as without v6). Conversions (plan kernels)
-    counts the conversions a run issues.
+    input) of its output's shape (no broadcast). A channels-first input of a v6 conv
+    is converted before its first such conv (once); a channels-last result is
+    converted back right after its node where a channels-first op or the graph's
+    output reads it, else only on trace runs (a trace shows every node's output
+    channels-first, the same bits as without v6). The NHWC buffers are the plan's
+    own, outside the core's slot plan.
     """
 
     def __init__(self, order, S, params, outputs):
@@ -325,10 +325,8 @@ class Layout:
         self._in = set()  # channels-first tensors converted in so far (lowering order)
 
     def steps(self, node, S, variant_steps):
-        """The node's launches (variant_steps: its v6 launches, for a conv) with the
-        conversions around it. None: the node is not channels-last."""
-        if node.name not in self.nhwc:
-            return None
+        """A channels-last node's launches (variant_steps: its v6 or v1 launches, on
+        channels-first names) on the NHWC copies, with the conversions around it."""
         names = {t: t + NHWC for t in (*node.inputs, *node.outputs)}
         out = [_convert(TO_NHWC, t, S, t, names[t])
                for t in node.inputs if t not in self.made and t not in self._in]
