@@ -257,7 +257,8 @@ class InferenceSession:
                          for t in self.graph.inputs}
         self._outs = {t.name: t for t in self.graph.outputs}
         self._digest = RunDigest(self.model_id, self._in_names + list(self._outs))
-        self._dequant = {t.name: dequantize_table(t.scale, t.zero_point) for t in self.graph.outputs}
+        self._dequant = {t.name: dequantize_table(t.scale, t.zero_point)
+                         for t in self.graph.outputs}
         self.last_result = None
 
     def _prepare(self, device, device_id):
@@ -411,7 +412,7 @@ class InferenceSession:
     def _output_as(self, name, q, output_type):
         if output_type == "int8":
             return q
-        if isinstance(q, np.ndarray) and q.dtype == np.int8:  # the reference's values, looked up by int8 code
+        if isinstance(q, np.ndarray) and q.dtype == _INT8:  # the reference's values by code
             return self._dequant[name].take(q.view(np.uint8))
         t = self._outs[name]
         return dequantize_any(q, t.scale, t.zero_point, self._exe)
