@@ -146,3 +146,16 @@ def test_v6_replayed_as_a_cuda_graph():
         np.testing.assert_array_equal(exe.run(feeds)[0]["y"], want["y"])
     n = sum(1 for todo in exe._plan.steps for kind, *_ in todo if kind != "trace")
     assert exe.graph_notes[1] == f"CUDA graph of {n} launches, replayed"
+
+
+def test_v6_below_sm80_runs_the_dp4a_core(gpu, monkeypatch):
+    """conv_v6 compiled for sm_75 (__CUDA_ARCH__ 750: v2's dp4a tiles, no mma.sync)."""
+    if "emucuda" not in gpu:
+        pytest.skip("the emulated device compiles for the architecture it is told")
+    from emucuda import device as emu
+
+    monkeypatch.setattr(emu, "DEFAULT_ARCH", 75)
+    for k, spec in NHWC_CONV.items():
+        monkeypatch.setitem(T.CONV, k, spec)
+    for name in ("c16_3x3_pad_two_tiles", "tile_edges_odd_c"):
+        T._check_variant(*T._conv_case(name, 127, -128, 37), "v6")
