@@ -374,21 +374,22 @@ class InferenceSession:
 
     def _quantize(self, a, t):
         """The boundary quantize chunk by chunk: its float temporaries stay bounded."""
-        q, step = None, self._chunk()
+        step = self._chunk()
+        if a.shape[0] <= step:  # one chunk: no slices, no joined copy
+            return self._quantize_part(a, t)
+        q = np.empty(a.shape, np.int8)
         for s in range(0, a.shape[0], step):
-            part = a[s:s + step]
-            if isinstance(part, np.ndarray):
-                qp = quantize_host(part, *self._qparams[t.name])
-            else:
-                qp = None if has_nan(part, self._exe) else quantize_any(part, t.scale,
-                                                                         t.zero_point, self._exe)
-            if qp is None:
-                raise InputError(f"input {t.name!r} contains NaN, which has no deterministic "
-                                 "int8 value; clean the input first")
-            if a.shape[0] <= step:
-                return qp
-            q = np.empty(a.shape, np.int8) if q is None else q
-            q[s:s + step] = to_host(qp)
+            q[s:s + step] = to_host(self._quantize_part(a[s:s + step], t))
+        return q
+
+    def _quantize_part(self, a, t):
+        if isinstance(a, np.ndarray):
+            q = quantize_host(a, *self._qparams[t.name])
+        else:
+            q = None if has_nan(a, self._exe) else quantize_any(a, t.scale, t.zero_point, self._exe)
+        if q is None:
+            raise InputError(f"input {t.name!r} contains NaN, which has no deterministic "
+                             "int8 value; clean the input first")
         return q
 
     def _run_chunked(self, feeds, trace, extra):

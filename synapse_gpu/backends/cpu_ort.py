@@ -59,12 +59,12 @@ def threads():
 SMALL_MACS = 1 << 20  # per sample: below this a graph runs on one thread (no hand-off cost)
 
 
-_SIGN = np.uint8(0x80)
+_SIGN, _I8 = np.uint8(0x80), np.dtype(np.int8)
 
 
 def to_u8(x):
     """int8 codes -> uint8 codes x + 128 (flip the sign bit)."""
-    if type(x) is not np.ndarray or x.dtype != np.int8:
+    if type(x) is not np.ndarray or x.dtype != _I8:
         x = np.asarray(x, np.int8)
     return np.bitwise_xor(x.view(np.uint8), _SIGN)
 
