@@ -213,7 +213,7 @@ def small_resnet(seed=0):
     return b.build({"name": "small_resnet"})
 
 
-FORCED = ("v1", "v2", "v3", "v4", "v5", "conv=v4,dense=v5,matmul=v3")
+FORCED = ("v1", "v2", "v3", "v4", "v5", "v6", "conv=v4,dense=v5,matmul=v3")
 
 
 @pytest.mark.parametrize("model", ["small_resnet", *sorted(cases.MODELS)])
