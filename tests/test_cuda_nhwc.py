@@ -107,6 +107,29 @@ def test_layout_pass_converts_only_at_run_edges():
     assert _conversions(cuda.prepare(graph, cases.traversal(graph), variant="v5")) == {}
 
 
+def test_a_chain_of_convs_converts_once_in_and_once_out():
+    """conv, relu, conv, conv: one conversion in, one out; the three inner results
+    converted on trace runs only."""
+    rng = np.random.default_rng(5)
+    b = GraphBuilder()
+    h = b.add_input("x", (-1, 8, 9, 9), 0.02, 3)
+    for i in range(3):
+        h = build.conv(b, h, cases.i8(rng, (8, 8, 3, 3)), np.full(8, 0.004, np.float32),
+                       y_scale=0.05, y_zero_point=-7, pads=[1] * 4)
+        if i == 0:
+            h = build.relu(b, h)
+    b.add_output(h, "y")
+    graph = b.build({"name": "conv_chain"})
+    exe = cuda.prepare(graph, cases.traversal(graph), variant="v6")
+    assert sorted(exe.variants.chosen.values()) == ["nhwc", "v6", "v6", "v6"]
+    assert _conversions(exe) == {"nchw_to_nhwc_v1:launch": 1, "nhwc_to_nchw_v1:launch": 1,
+                                 "nhwc_to_nchw_v1:trace": 3}
+    feeds = cases.feeds_for(graph, rng, 3)
+    want, _ = cpu.prepare(graph, cases.traversal(graph)).run(feeds)
+    np.testing.assert_array_equal(exe.run(feeds)[0]["y"], want["y"])
+    assert len(np.unique(want["y"])) > 16  # not saturated
+
+
 def test_digits_model_identical_with_v6(monkeypatch):
     images = np.load(str(example_path("digits_test.npz")))["images"][:37]
     model = str(example_path("digits.syn"))
