@@ -274,7 +274,7 @@ with cupy_standin.installed():
     for name in ("tile_edges_odd_c", "k33_group3_strided", "group2_dilated_asym",
                  "pad_exceeds_kernel", "conv3d", "dw_mult2_5x5_s2", "dw_two_tiles", "dw_conv1d_dil2"):
         graph, feeds = T._conv_case(name, -128, 127, 3)
-        for v in (*T.GEMM, "v4") if name in T.DEPTHWISE else T.GEMM:
+        for v in (*T.GEMM, "v4") if name in T.DEPTHWISE else (*T.GEMM, "v6"):
             T._check_variant(graph, feeds, v)
     for name in T.DENSE:
         graph, feeds = T._dense_case(name, 127, -128, 3)
@@ -286,7 +286,7 @@ with cupy_standin.installed():
             T._check_variant(graph, feeds, v)
     graph = T.small_resnet()
     feeds = cases.feeds_for(graph, np.random.default_rng(0), 2)
-    for v in ("v2", "v3", "v4"):
+    for v in ("v2", "v3", "v4", "v6"):
         cuda.prepare(graph, cases.traversal(graph), variant=v).run(feeds)
 print("sanitized run ok")
 """
