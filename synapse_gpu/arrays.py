@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from .errors import DeviceError, DtypeError, InputError
-from .reference.boundary import dequantize, quantize
+from .reference.boundary import dequantize
 
 _DL_CUDA, _DL_CUDA_MANAGED = 2, 13  # DLPack device types in GPU memory
 
@@ -95,19 +95,13 @@ def dequantize_table(scale, zero_point):
     return dequantize(np.arange(256, dtype=np.uint8).view(np.int8), scale, zero_point)
 
 
-def has_nan(a, exe):
-    if isinstance(a, np.ndarray):
-        return bool(np.isnan(a).any())
-    with _device(exe).scope() as xp:
-        return bool(xp.isnan(a).any())
-
-
 def quantize_any(a, scale, zero_point, exe):
-    """The boundary quantize on the host or, for a device array, on its device."""
+    """The boundary quantize on the host or, for a device array, on its device; None when
+    `a` holds a NaN (no deterministic int8 value)."""
     if isinstance(a, np.ndarray):
-        return quantize(a, scale, zero_point)
+        return quantize_host(a, np.float32(scale), np.float32(zero_point))
     with _device(exe).scope() as xp:
-        return quantize_xp(xp, a, scale, zero_point)
+        return None if bool(xp.isnan(a).any()) else quantize_xp(xp, a, scale, zero_point)
 
 
 def dequantize_any(q, scale, zero_point, exe):

@@ -23,8 +23,8 @@ from functools import cached_property
 import numpy as np
 
 from . import __version__, backends
-from .arrays import (OrtValue, as_input, dequantize_any, dequantize_table, has_nan, quantize_any,
-                     quantize_host, to_host)
+from .arrays import (OrtValue, as_input, dequantize_any, dequantize_table, quantize_any,
+                     to_host)
 from .cost import model_cost
 from .digest import RunDigest, tensor_digest
 from .errors import (DeviceError, DtypeError, InputError, ModelFormatError, ResourceLimitError,
@@ -383,10 +383,7 @@ class InferenceSession:
         return q
 
     def _quantize_part(self, a, t):
-        if isinstance(a, np.ndarray):
-            q = quantize_host(a, *self._qparams[t.name])
-        else:
-            q = None if has_nan(a, self._exe) else quantize_any(a, t.scale, t.zero_point, self._exe)
+        q = quantize_any(a, *self._qparams[t.name], self._exe)
         if q is None:
             raise InputError(f"input {t.name!r} contains NaN, which has no deterministic "
                              "int8 value; clean the input first")
