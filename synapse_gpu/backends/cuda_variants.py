@@ -36,7 +36,6 @@ import numpy as np
 from ..errors import OptionError
 from ..reference.conv import resolve_pads
 from .cuda_lowering import Act, Launch, Param, Table, _lower_matmul, _qrange, check_launch, lower
-from .cuda_source import kernel_signatures
 
 ENV = "SYNAPSE_CUDA_VARIANT"
 TABLE_ENV = "SYNAPSE_CUDA_VARIANT_TABLE"
@@ -236,7 +235,9 @@ class Chooser:
             return None
         v = self.variant(node, S, P)
         if v == "v6":  # lowered by the layout pass, channels-last
-            return _lower_conv_gemm(node, S, P, v) if self.layout else None
+            steps = self.layout.v6.get(node.name) if self.layout else None
+            self.chosen[node.name] = "v6" if steps else "v1"
+            return steps
         if v in SM80 and (self.cc is None or self.cc < 80):
             v = "v2"
         steps = None
@@ -260,11 +261,13 @@ class Chooser:
         """A node's variant launches, checked against the kernel signatures, or None (v1:
         cuda_lowering.lower)."""
         steps = self(node, shapes, _params(node, buffers))
+        out = node.outputs[0]
         if self.layout is not None and node.name in self.layout.nhwc:
             steps = self.layout.steps(node, shapes, steps or lower(node, shapes, buffers))
             self.chosen[node.name] = "v6" if node.op in CONVS else "nhwc"
-        for s in steps or ():  # a conversion's or v6's output: its "out" argument
-            check_launch(s, s.args[kernel_signatures()[s.kernel][1].index("out")].name)
+            out += NHWC  # the node's launches write its channels-last copy
+        for s in steps or ():  # a conversion writes its destination (_convert: args[1])
+            check_launch(s, s.args[1].name if s.kernel in (TO_NHWC, TO_NCHW) else out)
         return steps
 
 
@@ -306,10 +309,14 @@ class Layout:
 
     def __init__(self, order, S, params, outputs):
         self.nhwc = set()  # nodes that run channels-last
+        self.v6 = {}  # conv name -> its v6 launches (on channels-first names)
         made, copied = set(), set()  # tensors produced channels-last / converted in
         for node in order:
             if node.op in CONVS:
-                ok = _lower_conv_gemm(node, S, params(node), "v6") is not None
+                steps = _lower_conv_gemm(node, S, params(node), "v6")
+                ok = steps is not None
+                if ok:
+                    self.v6[node.name] = steps
                 copied.update(t for t in node.inputs if ok and t not in made)
             else:
                 ok = node.op in AGNOSTIC and all(t in made | copied and S[t] == S[node.outputs[0]]
