@@ -16,10 +16,9 @@ import numpy as np
 
 from .. import build
 from ..errors import UnsupportedOpError
+from ..reference import boundary
 from .checks import label
 from .values import Const, Deq, Int, Pending, QConst, describe
-
-f32 = np.float32
 
 
 class ConstConcatOps:
@@ -52,8 +51,7 @@ class ConstConcatOps:
 
     def _concat_constant(self, node, v, x, ys, yz):
         """A `constant` node (batch from tensor x) of v's codes in the output's (ys, yz)."""
-        self._check_concat_constant(node, v, x)
-        codes = np.clip(np.rint(v.real() / f32(ys)) + int(yz), -128, 127).astype(np.int8)
+        codes = boundary.quantize(v.real(), ys, yz)
         return self.b.add_node("constant", [x], params=dict(value=codes[0]),
                                name=f"{label(node)}.constant", out_quant=(float(ys), int(yz)))
 
@@ -63,6 +61,7 @@ class ConstConcatOps:
         if not isinstance(self._in(node, i), Const) or x is None:
             return self._qin(node, i)
         q = self._qconst_input(node, i, f"constant input {i}")  # qoperator.py
+        self._check_concat_constant(node, q, x)
         return self._concat_constant(node, q, x, ys, yz)
 
     def _int_inputs(self, node, first, step):
