@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .values import Deq, QConst, constant_node
+from .values import Deq, QConst, constant_node, per_channel
 
 
 class AttentionOps:
@@ -25,7 +25,6 @@ class AttentionOps:
         rank = len(self.b.shapes[x.t])
         if v.q.ndim > rank:
             return v  # qdq.py's rule names the problem
-        full = (1,) * (rank - v.q.ndim) + v.q.shape
-        if full[1] > 1 and all(d == 1 for i, d in enumerate(full) if i != 1):
-            return v  # one value per channel: qdq.py's batchnorm rule
+        if per_channel(v.q.shape, rank):
+            return v  # qdq.py's batchnorm rule
         return Deq(constant_node(self, node, x.t, v.q, v.scale, v.zp), float(v.scale), int(v.zp))

@@ -15,7 +15,8 @@ from onnx import TensorProto
 from .. import build
 from ..errors import DtypeError, ModelFormatError, UnsupportedOpError
 from .checks import label, type_name
-from .values import Acc, Const, Int, QConst, constant_node, describe, int8_codes, int8_onnx_type
+from .values import (Acc, Const, Int, QConst, constant_node, describe, int8_codes, int8_onnx_type,
+                     per_channel)
 
 
 class QOperatorOps:
@@ -175,9 +176,7 @@ class QOperatorOps:
         c, x = self._in(node, ci).value, self._in(node, 3 - ci)
         if not isinstance(x, Int) or c.ndim > len(self.b.shapes[x.t]):
             return True  # the affine rule's errors name the problem
-        rank = len(self.b.shapes[x.t])
-        varies = [i for i, d in enumerate((1,) * (rank - c.ndim) + c.shape) if d != 1]
-        return varies == [1]
+        return per_channel(c.shape, len(self.b.shapes[x.t]))
 
     def _constant_tensor(self, node, ci, xi):
         """Constant input ci (a positional embedding) as a `constant` node: its codes, in its

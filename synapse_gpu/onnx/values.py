@@ -128,6 +128,12 @@ def describe(v):
         *((label(v.node), v.node.op_type) if isinstance(v, Pending) else ()))
 
 
+def per_channel(shape, rank):
+    """Whether a constant of `shape`, broadcast against a rank-`rank` activation, holds one
+    value per channel (only axis 1 varies): the affine (batchnorm) rule's case."""
+    return [i for i, d in enumerate((1,) * (rank - len(shape)) + tuple(shape)) if d != 1] == [1]
+
+
 def constant_node(imp, node, x, q, scale, zp):
     """int8 codes q (quantization scale, zp) as a `constant` node: repeated for each sample
     of activation x, so that Add/Mul become the two-tensor rule (onnxruntime's QLinearAdd /
