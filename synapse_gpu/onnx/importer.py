@@ -381,7 +381,8 @@ class _Importer(batch_views.BatchViews, const_concat.ConstConcatOps, AttentionOp
 
     # ---- inputs and outputs ------------------------------------------------------------------
     def _inputs(self):
-        consumers = {}
+        # tensor -> its readers (node, input index); kept for rules that look ahead (tokens.py)
+        self.consumers = consumers = {}
         for n in self.order:
             for k, i in enumerate(n.input):
                 consumers.setdefault(i, []).append((n, k))

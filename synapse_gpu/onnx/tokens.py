@@ -74,11 +74,7 @@ class TokenOps:
         if onnx_type is None or q.ndim != 2:
             self._fail(node, f"the table must be a 2-D int8/uint8 constant, got {q.dtype} "
                              f"{list(q.shape)}", exc=UnsupportedOpError)
-        readers = {}
-        for n in self.order:
-            for k, i in enumerate(n.input):
-                readers.setdefault(i, []).append((n, k))
-        s, z = self._int_input_params(node.output[0], onnx_type, readers)
+        s, z = self._int_input_params(node.output[0], onnx_type, self.consumers)
         y = self.b.add_node("embedding", [ids.t], params=dict(table=int8_codes(node, q, "table")),
                             name=label(node), out_quant=(s, z))
         return Int(y, onnx_type)
