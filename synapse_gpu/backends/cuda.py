@@ -79,17 +79,12 @@ def _slot_sizes(traversal, batch):
     return sizes
 
 
-def _plan_bytes(traversal, batch):
-    return sum(_slot_sizes(traversal, batch))
-
-
 class _Plan:
     """Everything that depends on the batch size: slots, views, tables, launches."""
 
-    def __init__(self, exe, batch):
+    def __init__(self, exe, batch, sizes):
         dev, tr = exe.dev, exe.traversal
         self.batch = batch
-        sizes = _slot_sizes(tr, batch)
         self.nbytes = sum(sizes)
         self.graph = None  # the captured traversal, replayed by every later run
         self.refusal = None  # why this plan runs plain launches for good (a failed capture)
@@ -177,10 +172,11 @@ class CudaExecutable:
     def _plan_for(self, batch):
         plan = self._plans.pop(batch, None)
         if plan is None:  # free least recently used plans before allocating the new one
-            need = _plan_bytes(self.traversal, batch)
+            sizes = _slot_sizes(self.traversal, batch)
+            need = sum(sizes)
             while self._plans and sum(p.nbytes for p in self._plans.values()) + need > PLAN_BYTES:
                 self._plans.popitem(last=False)
-            plan = _Plan(self, batch)
+            plan = _Plan(self, batch, sizes)
         self._plans[batch] = plan
         return plan
 
